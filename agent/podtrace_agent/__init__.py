@@ -1,0 +1,1 @@
+"""podtrace node agent: discovery, cgroup tracking, BPF/ftrace backends, CRI enrichment."""

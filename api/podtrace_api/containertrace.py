@@ -1,0 +1,204 @@
+"""ContainerTrace: a namespace owner's request to trace their own pods
+(namespaced, short name ct). It has no namespace field on purpose: it can only
+ever select pods in the namespace it lives in."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import ClassVar
+
+from pydantic import ConfigDict, Field
+
+from .base import (
+    DURATION_PATTERN,
+    Conditions,
+    Counter,
+    DNSLabel,
+    LabelSelector,
+    Message,
+    Model,
+    Name,
+    cel,
+    list_map,
+)
+from .observe import ObserveSpec
+
+
+class SeccompAction(StrEnum):
+    ERRNO = "SCMP_ACT_ERRNO"
+    KILL_PROCESS = "SCMP_ACT_KILL_PROCESS"
+    KILL_THREAD = "SCMP_ACT_KILL_THREAD"
+    TRAP = "SCMP_ACT_TRAP"
+    LOG = "SCMP_ACT_LOG"
+
+
+class SeccompProfileRequest(Model):
+    """Generate a seccomp profile that allows exactly the syscalls observed."""
+
+    default_action: SeccompAction = Field(
+        default=SeccompAction.ERRNO,
+        description="Action for syscalls that were not observed.",
+    )
+    config_map_name: Name | None = Field(
+        default=None,
+        description="ConfigMap (in this namespace) that receives the profile JSON; "
+        "defaults to <trace name>-seccomp.",
+    )
+
+
+class ContainerTraceSpec(Model):
+    """Which of this namespace's pods to trace, for how long, and what to record."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel(
+            (
+                "!has(self.seccompProfile) || self.observe.syscalls.mode == 'All'",
+                "seccompProfile needs observe.syscalls.mode All: a profile built from a "
+                "subset of syscalls would deny the rest",
+                ".seccompProfile",
+            )
+        )
+    )
+
+    selector: LabelSelector = Field(
+        description="Selects pods of this namespace by their labels."
+    )
+    container: DNSLabel | None = Field(
+        default=None, description="Trace only this container; absent means every container."
+    )
+    duration: str | None = Field(
+        default=None,
+        max_length=32,
+        pattern=DURATION_PATTERN,
+        description="How long to trace, e.g. 10m or 1h30m; absent means until deleted.",
+    )
+    observe: ObserveSpec = Field(
+        default_factory=ObserveSpec, description="What to observe in the selected containers."
+    )
+    seccomp_profile: SeccompProfileRequest | None = Field(
+        default=None, description="Generate a seccomp profile from what was observed."
+    )
+
+
+class TracePhase(StrEnum):
+    PENDING = "Pending"
+    TRACING = "Tracing"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+
+
+class TargetState(StrEnum):
+    PENDING = "Pending"
+    TRACING = "Tracing"
+    ENDED = "Ended"
+    FAILED = "Failed"
+
+
+class TracedTarget(Model):
+    """One container being traced."""
+
+    node: Name = Field(description="The node the container runs on.")
+    pod: Name = Field(description="The pod's name.")
+    pod_uid: str = Field(max_length=36, description="The pod's UID.")
+    container: DNSLabel = Field(description="The container's name.")
+    container_id: str = Field(
+        default="", max_length=128, description="The runtime's container ID."
+    )
+    image: str = Field(default="", max_length=512, description="The container's image.")
+    cgroup_id: Counter | None = Field(default=None, description="The container's cgroup ID.")
+    state: TargetState = Field(default=TargetState.PENDING, description="Tracing state.")
+    since: datetime | None = Field(default=None, description="When tracing started.")
+    message: Message = Field(default="", description="Why the target is not traced, if not.")
+
+
+class SyscallCount(Model):
+    """How often one syscall was called."""
+
+    name: str = Field(max_length=64, description="The syscall's name.")
+    count: Counter = Field(description="Calls observed.")
+
+
+class SyscallHistogram(Model):
+    """Syscalls by name across all targets: the most frequent, plus totals."""
+
+    total: Counter = Field(default=0, description="All syscalls observed.")
+    distinct: Counter = Field(default=0, description="Distinct syscalls observed.")
+    top: list[SyscallCount] = Field(
+        default_factory=list,
+        max_length=64,
+        description="The most frequent syscalls, most frequent first.",
+    )
+
+
+class ExecRecord(Model):
+    """A program that was executed."""
+
+    filename: str = Field(max_length=4096, description="The executed file.")
+    count: Counter = Field(description="How often it was executed.")
+    container: DNSLabel | None = Field(
+        default=None, description="The container it was executed in (first seen)."
+    )
+    first_seen: datetime | None = Field(default=None, description="First execution.")
+
+
+class SeccompProfileResult(Model):
+    """The generated seccomp profile."""
+
+    config_map: Name | None = Field(default=None, description="ConfigMap holding the profile.")
+    syscalls: Counter = Field(default=0, description="Syscalls the profile allows.")
+    profile: str = Field(
+        default="", max_length=65536, description="The profile JSON (OCI seccomp format)."
+    )
+
+
+class ContainerTraceStatus(Model):
+    """Observed state of a ContainerTrace, merged by the operator from the agents."""
+
+    observed_generation: Counter | None = Field(
+        default=None, description="The .metadata.generation this status reflects."
+    )
+    conditions: Conditions
+    phase: TracePhase = Field(default=TracePhase.PENDING, description="Lifecycle phase.")
+    message: Message = Field(default="", description="Why the trace is in this phase.")
+    start_time: datetime | None = Field(default=None, description="When tracing started.")
+    completion_time: datetime | None = Field(
+        default=None, description="When tracing completed or failed."
+    )
+    target_count: Counter = Field(default=0, description="Containers selected.")
+    targets: list[TracedTarget] = Field(
+        default_factory=list,
+        max_length=256,
+        description="The traced containers.",
+        json_schema_extra=list_map("podUid", "container"),
+    )
+    syscalls: SyscallHistogram | None = Field(default=None, description="Syscall histogram.")
+    execs_total: Counter = Field(default=0, description="Execs observed.")
+    execs: list[ExecRecord] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Executed programs, most frequent first.",
+    )
+    seccomp_profile: SeccompProfileResult | None = Field(
+        default=None, description="The generated seccomp profile, when requested."
+    )
+
+
+class ContainerTrace(Model):
+    """Trace the pods of this namespace for a while: syscall histogram, executed
+    programs, and optionally a seccomp profile built from what they did."""
+
+    KIND: ClassVar[str] = "ContainerTrace"
+    PLURAL: ClassVar[str] = "containertraces"
+    SHORT_NAMES: ClassVar[list[str]] = ["ct"]
+    NAMESPACED: ClassVar[bool] = True
+    PRINTER_COLUMNS: ClassVar[list[dict[str, str]]] = [
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Targets", "type": "integer", "jsonPath": ".status.targetCount"},
+        {"name": "Syscalls", "type": "integer", "jsonPath": ".status.syscalls.total"},
+        {"name": "Execs", "type": "integer", "jsonPath": ".status.execsTotal"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ]
+
+    spec: ContainerTraceSpec = Field(description="The desired trace.")
+    status: ContainerTraceStatus | None = Field(default=None, description="Observed state.")

@@ -1,0 +1,1 @@
+"""podtrace operator: kopf handlers (thin) over a pure compile step."""

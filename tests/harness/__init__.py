@@ -1,0 +1,1 @@
+"""Test harness shared by the tiers: prerequisites, real binaries, real servers."""
