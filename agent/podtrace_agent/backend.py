@@ -1,0 +1,237 @@
+"""The one results interface both tracing backends implement (bcc and ftrace).
+
+A backend sees the processes of cgroups under the kubepods cgroup only. User
+space tells it which cgroups to trace and with which probes (`trace()`), and
+reads back plain events (`poll()`) and cumulative per-cgroup syscall counts
+(`syscall_counts()`). New cgroups under kubepods are noticed by the backend
+itself (BPF: cgroup_mkdir tracepoint; ftrace: a watch on the cgroupfs) and
+reported as `CgroupEvent`s; with `auto_trace_mask` set they are traced at once,
+so a container is seen from its first syscall before user space knows it.
+
+Masks are `podtrace_api.nodeconfig.Probe` bits (the BPF side mirrors them in
+bpf/events.h). Cgroup ids are cgroup2 ids: the inode number of the cgroup2
+directory, what bpf_get_current_cgroup_id() returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+from podtrace_api.nodeconfig import Probe
+
+NO_PROBES = Probe(0)
+
+
+@runtime_checkable
+class KubepodsRootLike(Protocol):
+    """What a backend needs to know about the kubepods cgroup (discovery's result)."""
+
+    @property
+    def cgroup2(self) -> Path:
+        """The cgroup2 mount, e.g. /sys/fs/cgroup/unified or /host/sys/fs/cgroup."""
+        ...
+
+    @property
+    def path(self) -> str:
+        """kubepods relative to the cgroup2 mount, e.g. "kubepods" or "kubepods.slice"."""
+        ...
+
+    @property
+    def cgroup_id(self) -> int:
+        """The kubepods cgroup's id (its cgroup2 inode number)."""
+        ...
+
+    @property
+    def level(self) -> int:
+        """The kubepods cgroup's depth in cgroup2 (the root is 0)."""
+        ...
+
+
+@dataclass(frozen=True)
+class KubepodsRoot:
+    """A plain KubepodsRootLike value."""
+
+    cgroup2: Path
+    path: str
+    cgroup_id: int
+    level: int
+
+    @classmethod
+    def at(cls, cgroup2: Path | str, path: str) -> KubepodsRoot:
+        """Read id and level from the filesystem: id is the directory's inode."""
+        cgroup2 = Path(cgroup2)
+        rel = path.strip("/")
+        return cls(
+            cgroup2=cgroup2,
+            path=rel,
+            cgroup_id=(cgroup2 / rel).stat().st_ino,
+            level=len(Path(rel).parts),
+        )
+
+    @property
+    def directory(self) -> Path:
+        return self.cgroup2 / self.path
+
+
+@dataclass(frozen=True)
+class ExecEvent:
+    """A successful execve in a traced cgroup (sched:sched_process_exec)."""
+
+    cgroup_id: int
+    pid: int
+    ppid: int
+    uid: int
+    comm: str
+    filename: str
+    timestamp_ns: int
+
+
+@dataclass(frozen=True)
+class ExitEvent:
+    """A process (thread-group leader) of a traced cgroup exited (sched:sched_process_exit).
+
+    `exit_code` is the status as wait(2) sees it (code << 8 | signal), or None
+    when the backend cannot know it.
+    """
+
+    cgroup_id: int
+    pid: int
+    ppid: int
+    uid: int
+    comm: str
+    exit_code: int | None
+    timestamp_ns: int
+
+
+@dataclass(frozen=True)
+class OpenEvent:
+    """An openat of a path under one of the cgroup's prefixes (the path as passed)."""
+
+    cgroup_id: int
+    pid: int
+    comm: str
+    path: str
+    flags: int
+    timestamp_ns: int
+
+
+@dataclass(frozen=True)
+class ConnectEvent:
+    """A connect() to an AF_INET/AF_INET6 address (family as in socket.AF_*)."""
+
+    cgroup_id: int
+    pid: int
+    comm: str
+    family: int
+    address: str
+    port: int
+    timestamp_ns: int
+
+
+@dataclass(frozen=True)
+class CgroupEvent:
+    """A cgroup under kubepods was created or removed.
+
+    `path` is relative to the cgroup2 mount (e.g. "kubepods/besteffort/pod…/…").
+    `traced` says whether the backend started tracing it on its own
+    (auto_trace_mask); an rmdir ends tracing of that cgroup in any case.
+    """
+
+    kind: Literal["mkdir", "rmdir"]
+    cgroup_id: int
+    level: int
+    path: str
+    timestamp_ns: int
+    traced: bool = False
+
+
+Event = ExecEvent | ExitEvent | OpenEvent | ConnectEvent | CgroupEvent
+
+
+@dataclass(frozen=True)
+class MapStat:
+    """Fill level of one kernel-side table (mirrors nodetracer.MapUsage)."""
+
+    name: str
+    used: int
+    capacity: int
+
+
+@dataclass(frozen=True)
+class BackendStats:
+    """Events handed to user space and events lost (ring buffer full, ftrace overrun)."""
+
+    events_seen: int
+    events_dropped: int
+    maps: list[MapStat] = field(default_factory=list)
+
+
+class BackendError(RuntimeError):
+    """A backend cannot start or cannot do what was asked (with a human message)."""
+
+
+class CapacityError(BackendError):
+    """No room left to trace one more cgroup."""
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Options shared by both backends.
+
+    auto_trace_mask: probes for cgroups created under kubepods after start
+        (0: only report them). Only cgroups at `auto_trace_min_depth` levels or
+        more below kubepods are auto-traced (cgroupfs driver: kubepods/<qos>/pod<uid>/<id>
+        is 3 deep; guaranteed pods have no qos level, so 2 is the default).
+    max_traced: how many cgroups can be traced at once (BPF map and slot count).
+    """
+
+    auto_trace_mask: Probe = NO_PROBES
+    auto_trace_min_depth: int = 2
+    max_traced: int = 1024
+
+
+class Backend(Protocol):
+    """The interface the agent codes against; bcc and ftrace implement it."""
+
+    name: str
+
+    def start(self) -> None:
+        """Load/attach (bcc) or prepare tracefs (ftrace); start noticing new cgroups."""
+        ...
+
+    def trace(
+        self,
+        cgroup_id: int,
+        path: str,
+        mask: Probe,
+        open_prefixes: tuple[str, ...] = (),
+        connect_ports: tuple[int, ...] = (),
+    ) -> None:
+        """Trace `cgroup_id` (at `path`, relative to the cgroup2 mount) with `mask`.
+
+        Calling it again updates the mask (counts are kept). Raises CapacityError
+        when the tables are full.
+        """
+        ...
+
+    def untrace(self, cgroup_id: int) -> None:
+        """Stop tracing `cgroup_id`; its counts are dropped. No-op when not traced."""
+        ...
+
+    def poll(self, timeout: float) -> list[Event]:
+        """Events since the last poll; waits up to `timeout` seconds for the first one."""
+        ...
+
+    def syscall_counts(self) -> dict[int, dict[int, int]]:
+        """cgroup id → syscall nr → count, cumulative since that cgroup's trace()."""
+        ...
+
+    def stats(self) -> BackendStats:
+        """Events seen and dropped so far, and table usage."""
+        ...
+
+    def close(self) -> None:
+        """Detach and free everything; idempotent."""
+        ...
