@@ -1,0 +1,3 @@
+"""The agent's cluster mode (`podtrace-agent run`): pure planning, matching and
+aggregation in the middle; Kubernetes watches, status writes, Events and
+metrics at the edges."""
