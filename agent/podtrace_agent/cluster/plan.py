@@ -1,0 +1,153 @@
+"""Planning: from the NodeTracer spec, the pods on this node and the container
+cgroups the agent knows, decide which cgroup to trace with which probes, and
+the state of every target. Pure; the agent loop applies the plan to the backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from podtrace_api.containertrace import TargetState
+from podtrace_api.nodeconfig import Probe, combined_mask
+from podtrace_api.nodetracer import NodeTarget, NodeTracerSpec, TraceSource
+
+TargetKey = tuple[str, str]  # (pod UID, container name)
+
+
+@dataclass(frozen=True)
+class PodContainer:
+    """A container as the pod's status shows it."""
+
+    container_id: str | None  # without the runtime scheme; None until it started
+    image: str = ""
+    running: bool = False
+
+
+@dataclass(frozen=True)
+class PodView:
+    """The parts of a Pod on this node the agent needs."""
+
+    uid: str
+    namespace: str
+    name: str
+    containers: Mapping[str, PodContainer] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CgroupRef:
+    """A container cgroup the agent has seen (scan or mkdir)."""
+
+    cgroup_id: int
+    path: str
+
+
+@dataclass(frozen=True)
+class TraceRequest:
+    """What to program into the backend for one cgroup."""
+
+    path: str
+    mask: Probe
+    open_prefixes: tuple[str, ...] = ()
+    connect_ports: tuple[int, ...] = ()  # empty: every port
+
+
+@dataclass(frozen=True)
+class TargetPlan:
+    """One target's state and, when traced, its cgroup."""
+
+    target: NodeTarget
+    state: TargetState
+    message: str = ""
+    container_id: str = ""
+    image: str = ""
+    cgroup_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    traces: dict[int, TraceRequest]
+    targets: dict[TargetKey, TargetPlan]
+    cgroup_targets: dict[int, TargetKey]  # whose container a cgroup is
+
+
+def strip_runtime_scheme(container_id: str) -> str:
+    """`containerd://abc` → `abc`, as pod status reports container IDs.
+
+    >>> strip_runtime_scheme("cri-o://0f3a")
+    '0f3a'
+    """
+    return container_id.split("://", 1)[-1]
+
+
+def _request(path: str, sources: list[TraceSource]) -> TraceRequest:
+    prefixes: set[str] = set()
+    ports: set[int] = set()
+    all_ports = False
+    for source in sources:
+        if source.observe.file_opens is not None:
+            prefixes.update(source.observe.file_opens.path_prefixes)
+        for rule in source.rules:
+            prefixes.update(rule.open_path_prefixes or ())
+        if source.observe.connects is not None:
+            if source.observe.connects.ports:
+                ports.update(source.observe.connects.ports)
+            else:
+                all_ports = True
+    return TraceRequest(
+        path=path,
+        mask=combined_mask((s.observe, s.rules) for s in sources),
+        open_prefixes=tuple(sorted(prefixes)),
+        connect_ports=() if all_ports else tuple(sorted(ports)),
+    )
+
+
+def plan(
+    spec: NodeTracerSpec,
+    pods: Mapping[str, PodView],
+    cgroups: Mapping[str, CgroupRef],
+) -> Plan:
+    """Decide what to trace. `pods` by UID; `cgroups` by container ID."""
+    sources = {s.id: s for s in spec.sources}
+    traces: dict[int, TraceRequest] = {}
+    targets: dict[TargetKey, TargetPlan] = {}
+    cgroup_targets: dict[int, TargetKey] = {}
+    for target in spec.targets:
+        key = (target.pod_uid, target.container)
+        pod = pods.get(target.pod_uid)
+        container = pod.containers.get(target.container) if pod else None
+        if pod is None:
+            targets[key] = TargetPlan(target, TargetState.PENDING, "pod not seen on this node yet")
+            continue
+        if container is None or not container.container_id:
+            targets[key] = TargetPlan(
+                target, TargetState.PENDING, "container has not started yet",
+                image=container.image if container else "",
+            )
+            continue
+        ref = cgroups.get(container.container_id)
+        if ref is None:
+            targets[key] = TargetPlan(
+                target, TargetState.PENDING if container.running else TargetState.ENDED,
+                f"no cgroup for container {container.container_id[:13]} under kubepods"
+                if container.running else "container is not running",
+                container_id=container.container_id, image=container.image,
+            )
+            continue
+        wanted = [sources[s] for s in target.sources if s in sources]
+        request = _request(ref.path, wanted)
+        previous = traces.get(ref.cgroup_id)
+        if previous is not None:  # two targets cannot share a cgroup; keep the union
+            request = TraceRequest(
+                ref.path, previous.mask | request.mask,
+                tuple(sorted(set(previous.open_prefixes) | set(request.open_prefixes))),
+                () if not previous.connect_ports or not request.connect_ports
+                else tuple(sorted(set(previous.connect_ports) | set(request.connect_ports))),
+            )
+        traces[ref.cgroup_id] = request
+        cgroup_targets[ref.cgroup_id] = key
+        targets[key] = TargetPlan(
+            target, TargetState.TRACING, container_id=container.container_id,
+            image=container.image, cgroup_id=ref.cgroup_id,
+        )
+    return Plan(traces=traces, targets=targets, cgroup_targets=cgroup_targets)
