@@ -77,12 +77,16 @@ class KubepodsRoot:
 
 @dataclass(frozen=True)
 class ExecEvent:
-    """A successful execve in a traced cgroup (sched:sched_process_exec)."""
+    """A successful execve in a traced cgroup (sched:sched_process_exec).
+
+    `ppid` and `uid` are None when the backend cannot know them (ftrace: the
+    process was gone before /proc could be read).
+    """
 
     cgroup_id: int
     pid: int
-    ppid: int
-    uid: int
+    ppid: int | None
+    uid: int | None
     comm: str
     filename: str
     timestamp_ns: int
@@ -93,13 +97,13 @@ class ExitEvent:
     """A process (thread-group leader) of a traced cgroup exited (sched:sched_process_exit).
 
     `exit_code` is the status as wait(2) sees it (code << 8 | signal), or None
-    when the backend cannot know it.
+    when the backend cannot know it; `ppid`/`uid` likewise.
     """
 
     cgroup_id: int
     pid: int
-    ppid: int
-    uid: int
+    ppid: int | None
+    uid: int | None
     comm: str
     exit_code: int | None
     timestamp_ns: int
@@ -180,16 +184,42 @@ class CapacityError(BackendError):
 class BackendOptions:
     """Options shared by both backends.
 
-    auto_trace_mask: probes for cgroups created under kubepods after start
-        (0: only report them). Only cgroups at `auto_trace_min_depth` levels or
-        more below kubepods are auto-traced (cgroupfs driver: kubepods/<qos>/pod<uid>/<id>
-        is 3 deep; guaranteed pods have no qos level, so 2 is the default).
-    max_traced: how many cgroups can be traced at once (BPF map and slot count).
+    auto_trace_mask: probes for container cgroups created under kubepods after
+        start (see `is_container_cgroup`); NO_PROBES only reports them.
+    max_traced: how many cgroups can be traced at once (BPF: traced map entries
+        and counter rows, each row 4 KiB per CPU).
     """
 
     auto_trace_mask: Probe = NO_PROBES
-    auto_trace_min_depth: int = 2
-    max_traced: int = 1024
+    max_traced: int = 512
+
+
+# The QoS-class cgroups kubelet creates below kubepods (cgroupfs and systemd
+# driver names). Guaranteed pods sit directly below kubepods.
+QOS_CGROUPS = frozenset(
+    {"besteffort", "burstable", "kubepods-besteffort.slice", "kubepods-burstable.slice"}
+)
+
+
+def is_container_cgroup(below_kubepods: str) -> bool:
+    """Whether a cgroup at `below_kubepods` (the path relative to kubepods) is a
+    container's cgroup or nested in one: <qos>/<pod>/<container> or, for
+    guaranteed pods, <pod>/<container>. The BPF program applies the same rule
+    in cgroup.c (is_container_path).
+
+    >>> is_container_cgroup("besteffort/pod1/abc")
+    True
+    >>> is_container_cgroup("besteffort/pod1")
+    False
+    >>> is_container_cgroup("pod1/abc")
+    True
+    """
+    parts = [p for p in below_kubepods.split("/") if p]
+    if len(parts) <= 1:
+        return False
+    if len(parts) == 2:
+        return parts[0] not in QOS_CGROUPS
+    return True
 
 
 class Backend(Protocol):
