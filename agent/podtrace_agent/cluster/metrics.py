@@ -1,0 +1,62 @@
+"""Prometheus metrics of the agent (`/metrics`)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+
+class AgentMetrics:
+    """The agent's metrics, in their own registry (no global state)."""
+
+    def __init__(self, node: str) -> None:
+        self.registry = CollectorRegistry()
+        labels = {"node": node}
+        self._node = labels
+        self.events = Counter(
+            "podtrace_events", "Events received from the kernel, by type.",
+            ["node", "type"], registry=self.registry,
+        )
+        self.dropped = Gauge(
+            "podtrace_events_dropped", "Events lost because a kernel buffer was full.",
+            ["node"], registry=self.registry,
+        )
+        self.traced = Gauge(
+            "podtrace_traced_containers", "Containers traced now.",
+            ["node"], registry=self.registry,
+        )
+        self.map_used = Gauge(
+            "podtrace_bpf_map_entries", "Entries in use per BPF map.",
+            ["node", "map"], registry=self.registry,
+        )
+        self.map_capacity = Gauge(
+            "podtrace_bpf_map_capacity", "Maximum entries per BPF map.",
+            ["node", "map"], registry=self.registry,
+        )
+        self.rule_matches = Counter(
+            "podtrace_rule_matches", "Rule matches, by source and rule.",
+            ["node", "source", "rule"], registry=self.registry,
+        )
+        self.api_errors = Counter(
+            "podtrace_api_write_errors", "Failed writes to the Kubernetes API, by what.",
+            ["node", "what"], registry=self.registry,
+        )
+
+    def event(self, kind: str) -> None:
+        self.events.labels(type=kind, **self._node).inc()
+
+    def api_error(self, what: str) -> None:
+        self.api_errors.labels(what=what, **self._node).inc()
+
+    def rule_match(self, source: str, rule: str, count: int = 1) -> None:
+        self.rule_matches.labels(source=source, rule=rule, **self._node).inc(count)
+
+    def set_state(self, traced: int, dropped: int, maps: list[tuple[str, int, int]]) -> None:
+        self.traced.labels(**self._node).set(traced)
+        self.dropped.labels(**self._node).set(dropped)
+        for name, used, capacity in maps:
+            self.map_used.labels(map=name, **self._node).set(used)
+            self.map_capacity.labels(map=name, **self._node).set(capacity)
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+        """Expose /metrics on `addr:port` (a daemon thread)."""
+        start_http_server(port, addr=addr, registry=self.registry)

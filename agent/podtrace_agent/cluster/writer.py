@@ -1,0 +1,59 @@
+"""Batched, change-only, retried status writes.
+
+The agent recomputes its whole status from in-memory state every tick; this
+class decides whether to send it. It writes at most once per interval, only
+when something other than the heartbeat changed (or the heartbeat is due), and
+backs off exponentially while the apiserver fails. Because the status is always
+recomputed from cumulative counts, a write that failed loses nothing: the next
+successful one carries everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+HEARTBEAT_FIELD = "lastHeartbeatTime"
+
+
+def _without_heartbeat(status: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in status.items() if k != HEARTBEAT_FIELD}
+
+
+@dataclass
+class StatusWriter:
+    """Sends a status document through `send` when it is due. Time is passed in."""
+
+    send: Callable[[dict[str, Any]], None]
+    interval: float = 5.0
+    heartbeat: float = 60.0
+    max_backoff: float = 60.0
+    errors: int = 0
+    _last_sent: dict[str, Any] | None = None
+    _last_time: float = float("-inf")
+    _next_try: float = float("-inf")
+    _backoff: float = 0.0
+    last_error: str = field(default="")
+
+    def offer(self, status: dict[str, Any], now: float) -> bool:
+        """Write `status` if due; True when a write happened and succeeded."""
+        if now < self._next_try or now - self._last_time < self.interval:
+            return False
+        changed = self._last_sent is None or _without_heartbeat(status) != _without_heartbeat(
+            self._last_sent
+        )
+        if not changed and now - self._last_time < self.heartbeat:
+            return False
+        try:
+            self.send(status)
+        except Exception as err:  # any API failure: keep state, retry later
+            self.errors += 1
+            self.last_error = str(err)[:512]
+            self._backoff = min(self.max_backoff, max(1.0, self._backoff * 2))
+            self._next_try = now + self._backoff
+            return False
+        self._backoff = 0.0
+        self._last_sent = status
+        self._last_time = now
+        return True
