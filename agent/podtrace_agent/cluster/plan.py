@@ -151,3 +151,32 @@ def plan(
             image=container.image, cgroup_id=ref.cgroup_id,
         )
     return Plan(traces=traces, targets=targets, cgroup_targets=cgroup_targets)
+
+
+def pod_view(pod: Mapping) -> PodView:
+    """The PodView of a Pod object (a dict as the API returns it).
+
+    Init containers are included: a policy may select them by name.
+    """
+    meta = pod.get("metadata", {})
+    status = pod.get("status", {}) or {}
+    spec = pod.get("spec", {}) or {}
+    images = {c["name"]: c.get("image", "") for c in spec.get("containers", []) or []}
+    images.update({c["name"]: c.get("image", "") for c in spec.get("initContainers", []) or []})
+    containers: dict[str, PodContainer] = {
+        name: PodContainer(None, image) for name, image in images.items()
+    }
+    for entry in [*(status.get("initContainerStatuses") or []),
+                  *(status.get("containerStatuses") or [])]:
+        raw_id = entry.get("containerID") or ""
+        containers[entry["name"]] = PodContainer(
+            container_id=strip_runtime_scheme(raw_id) if raw_id else None,
+            image=entry.get("image") or images.get(entry["name"], ""),
+            running="running" in (entry.get("state") or {}),
+        )
+    return PodView(
+        uid=meta.get("uid", ""),
+        namespace=meta.get("namespace", ""),
+        name=meta.get("name", ""),
+        containers=containers,
+    )
