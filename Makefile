@@ -21,6 +21,9 @@ binaries: venv ## build (once, cached in ~/.cache/podtrace) kube-apiserver, kube
 crds: venv ## regenerate crds/ from the API models
 	$(PY) -m podtrace_api.crdgen crds
 
+proto: venv ## regenerate the CRI stubs in agent/podtrace_agent/cri/ from api.proto (grpcio-tools)
+	$(PY) -m podtrace_agent.cri.protogen
+
 lint: venv
 	$(VENV)/bin/ruff check .
 
