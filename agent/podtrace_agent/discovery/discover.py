@@ -1,0 +1,108 @@
+"""The edge of discovery: read /proc and the cgroupfs, run the pure checks, and
+assemble the report. Nothing here decides anything."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from podtrace_api.nodetracer import CgroupDriver
+
+from .cgroups import cgroup_layout, find_kubepods, host_namespace, no_kubepods, pick_kubepods
+from .choice import Requested, choose_backend
+from .kernel import (
+    bcc_facts,
+    btf_present,
+    check_bcc,
+    kernel_release,
+    locate_tracefs,
+    try_bcc_compile,
+)
+from .procfs import cgroup2_path, parse_filesystems, parse_mountinfo, parse_proc_cgroup
+from .report import (
+    CgroupReport,
+    DiscoveryReport,
+    KernelReport,
+    Problem,
+    join_messages,
+)
+from .tree import FsTree
+
+
+def discover(
+    *,
+    cgroupfs: str | None = None,
+    backend: Requested = "auto",
+    allow_mount: bool | None = None,
+    compile_bcc: bool = False,
+    proc: Path = Path("/proc"),
+) -> DiscoveryReport:
+    """Discover the node. allow_mount None: mount tracefs only when root.
+
+    compile_bcc also compiles a tiny program (about a second of clang) instead of
+    trusting that bcc and headers are present.
+    """
+    if allow_mount is None:
+        allow_mount = os.geteuid() == 0
+    mounts = parse_mountinfo((proc / "self/mountinfo").read_text())
+    filesystems = parse_filesystems((proc / "filesystems").read_text())
+    agent_cgroup = cgroup2_path(parse_proc_cgroup((proc / "self/cgroup").read_text())) or ""
+
+    cgroup, cgroup_problems = discover_cgroups(mounts, filesystems, cgroupfs)
+
+    release = kernel_release()
+    tracefs, tracefs_problem = locate_tracefs(mounts, allow_mount)
+    kernel = KernelReport(release=release, btf=btf_present(), tracefs=tracefs)
+
+    bcc = check_bcc(release, *bcc_facts(release))
+    if bcc.available and compile_bcc:
+        bcc = try_bcc_compile()
+    chosen = choose_backend(backend, bcc, tracefs)
+
+    problems = [*cgroup_problems]
+    if tracefs_problem is not None:
+        problems.append(tracefs_problem)
+    if chosen.name == "none":
+        problems.append(Problem("NoBackend", chosen.reason, fatal=True))
+    return DiscoveryReport(
+        kernel=kernel,
+        cgroup=cgroup,
+        bcc=bcc,
+        backend=chosen,
+        agent_cgroup=agent_cgroup,
+        problems=tuple(problems),
+    )
+
+
+def discover_cgroups(
+    mounts: list, filesystems: frozenset[str], cgroupfs: str | None
+) -> tuple[CgroupReport, list[Problem]]:
+    """The cgroup part: layout, host namespace, kubepods (reads the cgroup2 tree)."""
+    layout = cgroup_layout(mounts, filesystems, cgroupfs)
+    problems = list(layout.problems)
+    if layout.cgroup2 is None:
+        return CgroupReport(version=layout.version, message=join_messages(problems)), problems
+
+    is_host, ns_problem = host_namespace(
+        layout.cgroup2, layout.mount_root, os.stat(layout.cgroup2).st_ino
+    )
+    if ns_problem is not None:
+        problems.append(ns_problem)
+    tree = FsTree(layout.cgroup2)
+    chosen, others, ambiguity = pick_kubepods(find_kubepods(tree))
+    if ambiguity is not None:
+        problems.append(ambiguity)
+    if chosen is None:
+        problems.append(no_kubepods(layout.cgroup2))
+    report = CgroupReport(
+        version=layout.version,
+        driver=chosen.driver if chosen else CgroupDriver.UNKNOWN,
+        root=layout.cgroup2,
+        host_namespace=is_host,
+        kubepods_path=chosen.path if chosen else "",
+        kubepods_id=chosen.cgroup_id if chosen else None,
+        kubepods_level=chosen.level if chosen else None,
+        other_kubepods=tuple(c.path for c in others),
+        message=join_messages(problems),
+    )
+    return report, problems
