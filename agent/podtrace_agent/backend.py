@@ -165,11 +165,16 @@ class MapStat:
 
 @dataclass(frozen=True)
 class BackendStats:
-    """Events handed to user space and events lost (ring buffer full, ftrace overrun)."""
+    """Events handed to user space and events lost (ring buffer full, ftrace overrun).
+
+    untraced_for_capacity: container cgroups created under kubepods that could
+    not be auto-traced because the tables were full.
+    """
 
     events_seen: int
     events_dropped: int
     maps: list[MapStat] = field(default_factory=list)
+    untraced_for_capacity: int = 0
 
 
 class BackendError(RuntimeError):

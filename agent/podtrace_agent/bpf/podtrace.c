@@ -1,0 +1,409 @@
+/* podtrace's BPF program (BCC).
+ *
+ * One translation unit on purpose: BCC rewrites map calls and generates the
+ * TRACEPOINT_PROBE argument structs only in the main file, so the hook groups
+ * (cgroups, syscalls, processes) are sections of this file, not .c files of
+ * their own. Wire structs and constants come from events.h.
+ *
+ * Only tracepoint arguments and helpers are read, never kernel structs through
+ * the installed headers (they need not match the running kernel). The two
+ * task_struct fields needed (real_parent->tgid, exit_code) are read at byte
+ * offsets taken from the running kernel's BTF by the loader (btf.py).
+ *
+ * Knobs (cflags, set by loader.py):
+ *   KUBEPODS_ID, KUBEPODS_LEVEL   the kubepods cgroup2 id and depth
+ *   KUBEPODS_PATH                 its path in cgroup2, a string literal ("/kubepods")
+ *   AUTO_TRACE_MASK               PROBE_* bits for container cgroups created later
+ *   MAX_TRACED                    traced cgroups = counter rows
+ *   RINGBUF_PAGES                 ring buffer size in pages (power of two)
+ *   NR_OPEN, NR_OPENAT, NR_CONNECT, NR_EXIT, NR_EXIT_GROUP  syscall numbers
+ *   TASK_REAL_PARENT_OFF, TASK_TGID_OFF, TASK_EXIT_CODE_OFF  (optional, from BTF)
+ *   EXIT_HAS_GROUP_DEAD           sched_process_exit has the group_dead field
+ */
+#include "events.h"
+
+#define CGROUP2_HIERARCHY 0 /* cgroup_mkdir `root`: the default hierarchy's id */
+#define PT_AF_INET 2
+#define PT_AF_INET6 10
+
+#define KUBEPODS_PATH_LEN (sizeof(KUBEPODS_PATH) - 1)
+
+BPF_HASH(traced, u64, struct traced_cgroup, MAX_TRACED);
+/* Free counter rows. User space fills it, zeroing a row before it goes back. */
+BPF_QUEUE(free_slots, u32, MAX_TRACED);
+BPF_PERCPU_ARRAY(counts, u64, MAX_TRACED * NR_SYSCALLS_MAX);
+BPF_PERCPU_ARRAY(stats, u64, NR_STATS);
+BPF_ARRAY(open_prefix, struct open_prefix, MAX_PREFIXES);
+BPF_ARRAY(connect_port, u32, MAX_PORTS);
+BPF_PERCPU_ARRAY(cgroup_scratch, struct cgroup_event, 1);
+BPF_PERCPU_ARRAY(open_scratch, struct open_event, 1);
+BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+
+static __always_inline void count_stat(u32 index)
+{
+	u64 *value = stats.lookup(&index);
+	if (value)
+		(*value)++;
+}
+
+static __always_inline void fill_header(struct event_header *hdr, u32 type, u64 cgroup_id)
+{
+	hdr->type = type;
+	hdr->pid = bpf_get_current_pid_tgid() >> 32;
+	hdr->cgroup_id = cgroup_id;
+	hdr->timestamp_ns = bpf_ktime_get_ns();
+}
+
+/* The traced entry of the current task's cgroup, or NULL. The ancestor check
+ * comes first: it is all every process outside kubepods pays. */
+static __always_inline struct traced_cgroup *current_traced(u64 *cgroup_id)
+{
+	if (bpf_get_current_ancestor_cgroup_id(KUBEPODS_LEVEL) != KUBEPODS_ID)
+		return NULL;
+	*cgroup_id = bpf_get_current_cgroup_id();
+	return traced.lookup(cgroup_id);
+}
+
+static __always_inline u32 current_ppid(void)
+{
+#ifdef TASK_REAL_PARENT_OFF
+	u64 task = bpf_get_current_task();
+	u64 parent = 0;
+	u32 tgid = 0;
+
+	bpf_probe_read_kernel(&parent, sizeof(parent), (void *)(task + TASK_REAL_PARENT_OFF));
+	if (parent)
+		bpf_probe_read_kernel(&tgid, sizeof(tgid), (void *)(parent + TASK_TGID_OFF));
+	return tgid;
+#else
+	return 0;
+#endif
+}
+
+/* ---- cgroups: cgroup:cgroup_mkdir / cgroup_rmdir ------------------------
+ * Format (both): int root; int level; u64 id; __data_loc char[] path.
+ * `root` is the hierarchy id (0: cgroup2), `id` the cgroup2 inode number,
+ * `path` the full path in that hierarchy ("/kubepods/besteffort/pod…/…").
+ */
+
+/* Whether `buf` holds the string literal `lit` at constant offset `off`.
+ * Indexing the literal in a fully unrolled loop lets clang fold each byte
+ * into an immediate (BCC cannot load .rodata). */
+#define PATH_HAS(buf, off, lit)                                             \
+	({                                                                  \
+		int __ok = 1;                                               \
+		_Pragma("unroll") for (u32 __i = 0; __i < sizeof(lit) - 1; __i++) \
+			if ((buf)[(off) + __i] != (lit)[__i]) {             \
+				__ok = 0;                                   \
+				break;                                      \
+			}                                                   \
+		__ok;                                                       \
+	})
+
+_Static_assert(KUBEPODS_PATH_LEN + sizeof("kubepods-besteffort.slice/") < MAX_CGROUP_PATH,
+	       "KUBEPODS_PATH too long for the cgroup path buffer");
+
+/* Under kubepods: the path starts with KUBEPODS_PATH "/". */
+static __always_inline int below_kubepods(const char *path)
+{
+	return PATH_HAS(path, 0, KUBEPODS_PATH) && path[KUBEPODS_PATH_LEN] == '/';
+}
+
+/* A container cgroup (or nested in one): <qos>/<pod>/<ctr> or <pod>/<ctr>
+ * below kubepods. Twin of backend.is_container_cgroup. */
+static __always_inline int is_container_path(const char *path, int level)
+{
+	int rel = level - KUBEPODS_LEVEL;
+
+	if (rel <= 1)
+		return 0;
+	if (rel > 2)
+		return 1;
+#define QOS_AT(lit) PATH_HAS(path, KUBEPODS_PATH_LEN + 1, lit)
+	return !(QOS_AT("besteffort/") || QOS_AT("burstable/") ||
+		 QOS_AT("kubepods-besteffort.slice/") || QOS_AT("kubepods-burstable.slice/"));
+#undef QOS_AT
+}
+
+/* The cgroup event for a cgroup2 cgroup below kubepods, in per-CPU scratch
+ * (the path must be read before we know whether to send anything). */
+static __always_inline struct cgroup_event *
+cgroup_event(void *args, int root, int level, u64 id, u32 data_loc_path, u32 type)
+{
+	u32 zero = 0;
+	struct cgroup_event *event;
+
+	if (root != CGROUP2_HIERARCHY || level <= KUBEPODS_LEVEL)
+		return NULL;
+	event = cgroup_scratch.lookup(&zero);
+	if (!event)
+		return NULL;
+	if (bpf_probe_read_kernel_str(event->path, sizeof(event->path),
+				      args + (data_loc_path & 0xFFFF)) <= 0)
+		return NULL;
+	if (!below_kubepods(event->path))
+		return NULL;
+	fill_header(&event->hdr, type, id);
+	event->level = level;
+	event->slot = NO_SLOT;
+	return event;
+}
+
+static __always_inline void send_cgroup_event(struct cgroup_event *event)
+{
+	if (events.ringbuf_output(event, sizeof(*event), 0))
+		count_stat(STAT_RINGBUF_FULL);
+}
+
+TRACEPOINT_PROBE(cgroup, cgroup_mkdir)
+{
+	struct cgroup_event *event = cgroup_event(args, args->root, args->level, args->id,
+						  args->data_loc_path, EVENT_CGROUP_MKDIR);
+	u32 slot;
+
+	if (!event)
+		return 0;
+	if (AUTO_TRACE_MASK && is_container_path(event->path, args->level)) {
+		if (free_slots.pop(&slot) == 0) {
+			struct traced_cgroup entry = {
+				.mask = AUTO_TRACE_MASK, .slot = slot, .flags = TRACED_AUTO,
+			};
+			if (traced.insert(&event->hdr.cgroup_id, &entry) == 0) {
+				event->slot = slot;
+			} else {
+				free_slots.push(&slot, 0);
+				count_stat(STAT_TRACED_FULL);
+			}
+		} else {
+			count_stat(STAT_NO_SLOT);
+		}
+	}
+	send_cgroup_event(event);
+	return 0;
+}
+
+TRACEPOINT_PROBE(cgroup, cgroup_rmdir)
+{
+	struct cgroup_event *event = cgroup_event(args, args->root, args->level, args->id,
+						  args->data_loc_path, EVENT_CGROUP_RMDIR);
+	struct traced_cgroup *entry;
+
+	if (!event)
+		return 0;
+	/* Mark, don't delete: user space reads the final counts, zeroes the row
+	 * and frees it (also when this event is lost, by scanning for DEAD). */
+	entry = traced.lookup(&event->hdr.cgroup_id);
+	if (entry) {
+		entry->mask = 0;
+		entry->flags |= TRACED_DEAD;
+		event->slot = entry->slot;
+	}
+	send_cgroup_event(event);
+	return 0;
+}
+
+/* ---- syscalls: raw_syscalls:sys_enter ------------------------------------
+ * Format: long id; unsigned long args[6]. One program for counting, opens and
+ * connects, so a traced task pays one traced-map lookup per syscall.
+ */
+
+static __always_inline int prefix_equal(const char *path, struct open_prefix *prefix)
+{
+	for (u32 i = 0; i < PREFIX_MAX; i++) {
+		if (i >= prefix->len)
+			return 1;
+		if (path[i] != prefix->str[i])
+			return 0;
+	}
+	return 1;
+}
+
+static __always_inline int prefix_match(const char *path, u32 bits)
+{
+	if (!bits)
+		return 1;
+#pragma unroll
+	for (u32 i = 0; i < MAX_PREFIXES; i++) {
+		u32 index = i;
+		struct open_prefix *prefix;
+
+		if (!(bits & (1u << i)))
+			continue;
+		prefix = open_prefix.lookup(&index);
+		if (prefix && prefix_equal(path, prefix))
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline void on_open(u64 cgroup_id, struct traced_cgroup *entry,
+				    const char *user_path, int flags)
+{
+	u32 zero = 0;
+	struct open_event *event = open_scratch.lookup(&zero);
+
+	if (!event)
+		return;
+	/* Fails (-EFAULT) when the string's page is not yet faulted in: then
+	 * there is no path to match and nothing is sent. */
+	if (bpf_probe_read_user_str(event->path, sizeof(event->path), user_path) <= 0)
+		return;
+	if (!prefix_match(event->path, entry->open_prefixes))
+		return;
+	fill_header(&event->hdr, EVENT_OPEN, cgroup_id);
+	event->flags = flags;
+	bpf_get_current_comm(&event->comm, sizeof(event->comm));
+	if (events.ringbuf_output(event, sizeof(*event), 0))
+		count_stat(STAT_RINGBUF_FULL);
+}
+
+static __always_inline int port_match(u32 port, u32 bits)
+{
+	if (!bits)
+		return 1;
+#pragma unroll
+	for (u32 i = 0; i < MAX_PORTS; i++) {
+		u32 index = i;
+		u32 *wanted;
+
+		if (!(bits & (1u << i)))
+			continue;
+		wanted = connect_port.lookup(&index);
+		if (wanted && *wanted == port)
+			return 1;
+	}
+	return 0;
+}
+
+/* struct sockaddr_in: family@0 port@2 (big endian) addr@4[4];
+ * struct sockaddr_in6: family@0 port@2 flowinfo@4 addr@8[16]. */
+static __always_inline void on_connect(u64 cgroup_id, struct traced_cgroup *entry,
+				       const void *user_addr, long addrlen)
+{
+	u8 sa[24] = {};
+	u16 family, port;
+	struct connect_event *event;
+
+	if (addrlen < 8 || bpf_probe_read_user(sa, 8, user_addr))
+		return;
+	family = sa[0] | sa[1] << 8;
+	if (family == PT_AF_INET6) {
+		if (addrlen < 24 || bpf_probe_read_user(sa, sizeof(sa), user_addr))
+			return;
+	} else if (family != PT_AF_INET) {
+		return;
+	}
+	port = sa[2] << 8 | sa[3];
+	if (!port_match(port, entry->connect_ports))
+		return;
+	event = events.ringbuf_reserve(sizeof(*event));
+	if (!event) {
+		count_stat(STAT_RINGBUF_FULL);
+		return;
+	}
+	fill_header(&event->hdr, EVENT_CONNECT, cgroup_id);
+	event->family = family;
+	event->port = port;
+	event->_pad = 0;
+	__builtin_memset(event->addr, 0, sizeof(event->addr));
+	if (family == PT_AF_INET6)
+		__builtin_memcpy(event->addr, &sa[8], 16);
+	else
+		__builtin_memcpy(event->addr, &sa[4], 4);
+	bpf_get_current_comm(&event->comm, sizeof(event->comm));
+	events.ringbuf_submit(event, 0);
+}
+
+TRACEPOINT_PROBE(raw_syscalls, sys_enter)
+{
+	u64 cgroup_id;
+	struct traced_cgroup *entry = current_traced(&cgroup_id);
+	long nr = args->id;
+	u32 mask;
+
+	if (!entry)
+		return 0;
+	mask = entry->mask;
+	if (mask & PROBE_SYSCALLS) {
+		u32 column = (unsigned long)nr < NR_SYSCALLS_MAX - 1 ? nr : NR_SYSCALLS_MAX - 1;
+		u32 index = entry->slot * NR_SYSCALLS_MAX + column;
+		u64 *count = counts.lookup(&index);
+
+		if (count)
+			(*count)++;
+	}
+	if ((mask & PROBE_OPEN) && nr == NR_OPENAT)
+		on_open(cgroup_id, entry, (const char *)args->args[1], args->args[2]);
+	else if ((mask & PROBE_OPEN) && nr == NR_OPEN)
+		on_open(cgroup_id, entry, (const char *)args->args[0], args->args[1]);
+	else if ((mask & PROBE_CONNECT) && nr == NR_CONNECT)
+		on_connect(cgroup_id, entry, (const void *)args->args[1], args->args[2]);
+	return 0;
+}
+
+/* ---- processes: sched:sched_process_exec / sched_process_exit ------------
+ * exec format: __data_loc char[] filename; pid_t pid; pid_t old_pid.
+ * exit format: char comm[16]; pid_t pid; int prio; (6.x:) bool group_dead.
+ */
+
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+	u64 cgroup_id;
+	struct traced_cgroup *entry = current_traced(&cgroup_id);
+	struct exec_event *event;
+
+	if (!entry || !(entry->mask & PROBE_EXEC))
+		return 0;
+	event = events.ringbuf_reserve(sizeof(*event));
+	if (!event) {
+		count_stat(STAT_RINGBUF_FULL);
+		return 0;
+	}
+	fill_header(&event->hdr, EVENT_EXEC, cgroup_id);
+	event->ppid = current_ppid();
+	event->uid = bpf_get_current_uid_gid();
+	bpf_get_current_comm(&event->comm, sizeof(event->comm));
+	bpf_probe_read_kernel_str(event->filename, sizeof(event->filename),
+				  (void *)args + (args->data_loc_filename & 0xFFFF));
+	events.ringbuf_submit(event, 0);
+	return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+	u64 cgroup_id;
+	struct traced_cgroup *entry;
+	struct exit_event *event;
+
+	/* One event per process: when its last thread exits. Without group_dead
+	 * (older kernels) the thread-group leader's exit stands for it. */
+#ifdef EXIT_HAS_GROUP_DEAD
+	if (!args->group_dead)
+		return 0;
+#else
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	if ((u32)pid_tgid != pid_tgid >> 32)
+		return 0;
+#endif
+	entry = current_traced(&cgroup_id);
+	if (!entry || !(entry->mask & PROBE_EXIT))
+		return 0;
+	event = events.ringbuf_reserve(sizeof(*event));
+	if (!event) {
+		count_stat(STAT_RINGBUF_FULL);
+		return 0;
+	}
+	fill_header(&event->hdr, EVENT_EXIT, cgroup_id);
+	event->ppid = current_ppid();
+	event->uid = bpf_get_current_uid_gid();
+	event->exit_code = NO_EXIT_CODE;
+#ifdef TASK_EXIT_CODE_OFF
+	/* do_exit() sets tsk->exit_code before trace_sched_process_exit(). */
+	bpf_probe_read_kernel(&event->exit_code, sizeof(event->exit_code),
+			      (void *)(bpf_get_current_task() + TASK_EXIT_CODE_OFF));
+#endif
+	event->_pad = 0;
+	bpf_get_current_comm(&event->comm, sizeof(event->comm));
+	events.ringbuf_submit(event, 0);
+	return 0;
+}

@@ -1,0 +1,1 @@
+"""The ftrace backend: the same results as the bcc backend, from tracefs instances."""
