@@ -14,6 +14,7 @@ from podtrace_agent.discovery.cgroups import (
     cgroup_layout,
     count_pods,
     find_kubepods,
+    given_kubepods,
     host_namespace,
     is_kubepods_name,
     pick_kubepods,
@@ -243,3 +244,19 @@ def test_pick_kubepods(candidates: list[KubepodsCandidate], chosen: str | None) 
     assert (picked.path if picked else None) == chosen
     assert len(others) == max(len(candidates) - 1, 0)
     assert (problem is not None) == (len(candidates) > 1)
+
+
+def test_given_kubepods_overrides_the_choice(tmp_path: Path) -> None:
+    make(tmp_path, f"kubepods/besteffort/pod{U1}/{CID}", "kubepods.slice/kubepods-besteffort.slice")
+    tree = FsTree(tmp_path)
+    chosen, others, problem = given_kubepods(tree, "/kubepods.slice", find_kubepods(tree), "/cg")
+    assert problem is None and chosen is not None
+    assert (chosen.path, chosen.pods, chosen.driver) == ("kubepods.slice", 0, CgroupDriver.SYSTEMD)
+    assert [o.path for o in others] == ["kubepods"]
+
+
+@pytest.mark.parametrize("path", ["missing", "", "/"])
+def test_given_kubepods_that_does_not_exist(tmp_path: Path, path: str) -> None:
+    chosen, _, problem = given_kubepods(FsTree(tmp_path), path, [], "/cg")
+    assert chosen is None
+    assert problem is not None and problem.fatal and f"--kubepods {path}:" in problem.message

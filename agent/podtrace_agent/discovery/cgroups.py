@@ -224,11 +224,29 @@ def pick_kubepods(
     )
 
 
+def given_kubepods(
+    tree: CgroupTree, path: str, found: list[KubepodsCandidate], cgroup2: str
+) -> tuple[KubepodsCandidate | None, list[KubepodsCandidate], Problem | None]:
+    """The kubepods cgroup named by --kubepods, and the others found (reported only)."""
+    rel = path.strip("/")
+    others = [c for c in found if c.path != rel]
+    cgroup_id = tree.cgroup_id(rel) if rel else None
+    if cgroup_id is None:
+        return None, others, Problem(
+            "KubepodsNotFound",
+            f"--kubepods {path}: no such cgroup under {cgroup2}; give the kubepods cgroup's "
+            f"path relative to the cgroup2 mount (e.g. kubepods or kubepods.slice).",
+            fatal=True,
+        )
+    return KubepodsCandidate(rel, cgroup_id, count_pods(tree, rel)), others, None
+
+
 def no_kubepods(cgroup2: str) -> Problem:
     return Problem(
         "KubepodsNotFound",
         f"no kubepods cgroup under {cgroup2} (looked for kubepods, kubepods.slice and "
         f"*-kubepods.slice up to 3 levels deep): is kubelet running on this node with "
-        f"--cgroups-per-qos (the default), and is {cgroup2} the host's cgroup2 hierarchy?",
+        f"--cgroups-per-qos (the default), and is {cgroup2} the host's cgroup2 hierarchy? "
+        f"An unusual layout can be named with --kubepods.",
         fatal=True,
     )

@@ -8,7 +8,14 @@ from pathlib import Path
 
 from podtrace_api.nodetracer import CgroupDriver
 
-from .cgroups import cgroup_layout, find_kubepods, host_namespace, no_kubepods, pick_kubepods
+from .cgroups import (
+    cgroup_layout,
+    find_kubepods,
+    given_kubepods,
+    host_namespace,
+    no_kubepods,
+    pick_kubepods,
+)
 from .choice import Requested, choose_backend
 from .kernel import (
     bcc_facts,
@@ -18,7 +25,7 @@ from .kernel import (
     locate_tracefs,
     try_bcc_compile,
 )
-from .procfs import cgroup2_path, parse_filesystems, parse_mountinfo, parse_proc_cgroup
+from .procfs import Mount, cgroup2_path, parse_filesystems, parse_mountinfo, parse_proc_cgroup
 from .report import (
     CgroupReport,
     DiscoveryReport,
@@ -32,12 +39,16 @@ from .tree import FsTree
 def discover(
     *,
     cgroupfs: str | None = None,
+    kubepods: str | None = None,
     backend: Requested = "auto",
     allow_mount: bool | None = None,
     compile_bcc: bool = False,
     proc: Path = Path("/proc"),
 ) -> DiscoveryReport:
     """Discover the node. allow_mount None: mount tracefs only when root.
+
+    kubepods (relative to the cgroup2 mount) overrides the kubepods cgroup found,
+    for layouts discovery does not know or nodes with several.
 
     compile_bcc also compiles a tiny program (about a second of clang) instead of
     trusting that bcc and headers are present.
@@ -48,7 +59,7 @@ def discover(
     filesystems = parse_filesystems((proc / "filesystems").read_text())
     agent_cgroup = cgroup2_path(parse_proc_cgroup((proc / "self/cgroup").read_text())) or ""
 
-    cgroup, cgroup_problems = discover_cgroups(mounts, filesystems, cgroupfs)
+    cgroup, cgroup_problems = discover_cgroups(mounts, filesystems, cgroupfs, kubepods)
 
     release = kernel_release()
     tracefs, tracefs_problem = locate_tracefs(mounts, allow_mount)
@@ -75,7 +86,10 @@ def discover(
 
 
 def discover_cgroups(
-    mounts: list, filesystems: frozenset[str], cgroupfs: str | None
+    mounts: list[Mount],
+    filesystems: frozenset[str],
+    cgroupfs: str | None,
+    kubepods: str | None = None,
 ) -> tuple[CgroupReport, list[Problem]]:
     """The cgroup part: layout, host namespace, kubepods (reads the cgroup2 tree)."""
     layout = cgroup_layout(mounts, filesystems, cgroupfs)
@@ -89,11 +103,15 @@ def discover_cgroups(
     if ns_problem is not None:
         problems.append(ns_problem)
     tree = FsTree(layout.cgroup2)
-    chosen, others, ambiguity = pick_kubepods(find_kubepods(tree))
-    if ambiguity is not None:
-        problems.append(ambiguity)
-    if chosen is None:
-        problems.append(no_kubepods(layout.cgroup2))
+    candidates = find_kubepods(tree)
+    if kubepods is not None:
+        chosen, others, problem = given_kubepods(tree, kubepods, candidates, layout.cgroup2)
+    else:
+        chosen, others, problem = pick_kubepods(candidates)
+        if chosen is None:
+            problem = no_kubepods(layout.cgroup2)
+    if problem is not None:
+        problems.append(problem)
     report = CgroupReport(
         version=layout.version,
         driver=chosen.driver if chosen else CgroupDriver.UNKNOWN,

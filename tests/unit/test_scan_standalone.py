@@ -1,0 +1,293 @@
+"""The standalone session: scanned and newly created container cgroups become
+traced containers, backend events become JSON lines, and summaries add up.
+(The loop runs here over a scripted backend; tests/kernel/test_standalone.py
+runs the real command against both real backends.)"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from podtrace_agent.backend import (
+    BackendStats,
+    CapacityError,
+    CgroupEvent,
+    Event,
+    ExecEvent,
+    ExitEvent,
+    MapStat,
+    OpenEvent,
+)
+from podtrace_agent.identity import parse
+from podtrace_agent.main import main, parser
+from podtrace_agent.scan import ContainerCgroup
+from podtrace_agent.standalone import (
+    PROBES,
+    Session,
+    Stop,
+    identity_fields,
+    run,
+    standalone,
+    wall_time,
+)
+from podtrace_api.nodetracer import IdentitySource
+from podtrace_api.syscalls import number_of
+
+UID = "11111111-2222-4333-8444-555555555555"
+A, B = "a" * 64, "b" * 64
+POD = f"kubepods/besteffort/pod{UID}"
+GETPPID = number_of("getppid")
+READ = number_of("read")
+assert GETPPID is not None and READ is not None
+
+
+def container(cgroup_id: int, path: str) -> ContainerCgroup:
+    identity = parse(path)
+    assert identity is not None
+    return ContainerCgroup(cgroup_id, path, identity)
+
+
+def exec_event(cgroup_id: int, filename: str = "/bin/true", pid: int = 7) -> ExecEvent:
+    return ExecEvent(cgroup_id, pid, 1, 0, filename.rsplit("/", 1)[-1], filename, 5_000_000_000)
+
+
+# --- Session ------------------------------------------------------------------------------
+
+
+def test_add_takes_each_cgroup_once_and_skips_the_agent() -> None:
+    session = Session(skip_container=B)
+    assert session.add(container(10, f"{POD}/{A}"))
+    assert not session.add(container(10, f"{POD}/{A}"))
+    assert not session.add(container(11, f"{POD}/{B}"))
+    assert not session.add(ContainerCgroup(12, POD, parse(POD)))  # type: ignore[arg-type]
+    assert list(session.containers) == [A]
+
+
+def test_on_cgroup() -> None:
+    session = Session()
+    mkdir = CgroupEvent("mkdir", 20, 4, f"/{POD}/{A}", 0)
+    found = session.on_cgroup(mkdir)
+    assert found == container(20, f"{POD}/{A}")
+    assert session.on_cgroup(mkdir) is None  # known already
+    assert session.on_cgroup(CgroupEvent("mkdir", 21, 3, POD, 0)) is None  # the pod
+    assert session.on_cgroup(CgroupEvent("mkdir", 22, 4, f"{POD}/crio-conmon-{B}", 0)) is None
+    assert session.on_cgroup(CgroupEvent("rmdir", 20, 4, f"{POD}/{A}", 0)) is None
+
+
+def test_exec_and_exit_lines() -> None:
+    session = Session(clock_offset_ns=1_700_000_000_000_000_000)
+    session.add(container(10, f"{POD}/{A}"))
+    line = session.on_event(exec_event(10))
+    assert line == {
+        "type": "exec", "container_id": A, "pod_uid": UID, "cgroup_id": 10, "pid": 7,
+        "ppid": 1, "uid": 0, "comm": "true", "filename": "/bin/true",
+        "time": "2023-11-14T22:13:25.000000Z", "identity": "cgroup-path",
+    }
+    exit_line = session.on_event(ExitEvent(10, 7, 1, None, "true", 256, 5_000_000_000))
+    assert exit_line is not None
+    assert (exit_line["type"], exit_line["exit_code"], exit_line["uid"]) == ("exit", 256, None)
+    assert "filename" not in exit_line
+
+
+def test_events_of_unknown_cgroups_are_counted_not_printed() -> None:
+    session = Session()
+    assert session.on_event(exec_event(99)) is None
+    assert session.on_event(OpenEvent(99, 1, "cat", "/etc/passwd", 0, 0)) is None
+    assert session.unattributed == 1
+
+
+def test_summaries_add_a_containers_cgroups_up() -> None:
+    session = Session()
+    session.add(container(10, f"{POD}/crio-{A}.scope"))
+    session.add(container(11, f"{POD}/crio-{A}.scope/container"))
+    session.add(container(12, f"{POD}/{B}"))
+    for event in (exec_event(11, "/bin/sh"), exec_event(11, "/bin/true"),
+                  exec_event(11, "/bin/true"), exec_event(10, "/bin/a")):
+        session.on_event(event)
+    counts = {10: {READ: 2}, 11: {READ: 3, GETPPID: 1000, -1: 4}, 99: {READ: 1}}
+    first, second = session.summaries(counts)
+    assert first == {
+        "type": "summary", "container_id": A, "pod_uid": UID, "cgroup_id": 10,
+        "syscalls": {"getppid": 1000, "other": 4, "read": 5}, "syscalls_total": 1009,
+        "execs": [{"filename": "/bin/true", "count": 2}, {"filename": "/bin/a", "count": 1},
+                  {"filename": "/bin/sh", "count": 1}],
+        "identity": "cgroup-path",
+    }
+    assert (second["container_id"], second["syscalls"], second["execs"]) == (B, {}, [])
+
+
+def test_wall_time() -> None:
+    assert wall_time(0, 0) == "1970-01-01T00:00:00.000000Z"
+    assert wall_time(1_500, 1_000_000_000) == "1970-01-01T00:00:01.000001Z"
+
+
+# --- the enrichment seam ----------------------------------------------------------------
+
+
+@dataclass
+class Found:
+    source: IdentitySource | None
+    reason: str = ""
+    pod_name: str = "web-0"
+    namespace: str = "shop"
+    container_name: str = "app"
+    image: str = "registry.local/web:1"
+    sandbox: bool | None = False
+
+
+class Enricher:
+    def __init__(self, answer: Found | Exception) -> None:
+        self.answer = answer
+        self.asked: list[tuple[str, str | None]] = []
+
+    def lookup(self, container_id: str, cgroup_path: str | None = None) -> Found:
+        self.asked.append((container_id, cgroup_path))
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def test_identity_without_enricher() -> None:
+    assert identity_fields(A, f"{POD}/{A}", None) == {"identity": "cgroup-path"}
+
+
+def test_identity_from_cri() -> None:
+    enricher = Enricher(Found(IdentitySource.CRI))
+    assert identity_fields(A, f"{POD}/{A}", enricher) == {
+        "identity": "cri", "pod": "web-0", "namespace": "shop", "container": "app",
+        "image": "registry.local/web:1", "sandbox": False,
+    }
+    assert enricher.asked == [(A, f"{POD}/{A}")]
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [(Found(IdentitySource.CGROUP_PATH, "runtime unreachable"), "runtime unreachable"),
+     (Found(None, "no pod"), "no pod"),
+     (TimeoutError("CRI call timed out"), "CRI call timed out")],
+)
+def test_identity_when_the_enricher_cannot_tell(answer: Found | Exception, reason: str) -> None:
+    fields = identity_fields(A, f"{POD}/{A}", Enricher(answer))
+    assert fields == {"identity": "cgroup-path", "identity_reason": reason}
+
+
+def test_lines_carry_the_enrichment() -> None:
+    session = Session(enricher=Enricher(Found(IdentitySource.CRI)))
+    session.add(container(10, f"{POD}/{A}"))
+    line = session.on_event(exec_event(10))
+    assert line is not None and (line["pod"], line["identity"]) == ("web-0", "cri")
+    (summary,) = session.summaries({})
+    assert (summary["container"], summary["namespace"]) == ("app", "shop")
+
+
+# --- the loop -----------------------------------------------------------------------------
+
+
+@dataclass
+class ScriptedBackend:
+    """Plays poll() batches back, then stops the loop; records trace() calls."""
+
+    batches: list[list[Event]]
+    stop: Stop
+    counts: dict[int, dict[int, int]] = field(default_factory=dict)
+    full: set[int] = field(default_factory=set)
+    traced: list[tuple[int, str, int]] = field(default_factory=list)
+    name: str = "scripted"
+
+    def start(self) -> None: ...
+
+    def trace(self, cgroup_id: int, path: str, mask: Any, *_: Any) -> None:
+        if cgroup_id in self.full:
+            raise CapacityError("all 1 counter rows are in use")
+        self.traced.append((cgroup_id, path, int(mask)))
+
+    def untrace(self, cgroup_id: int) -> None: ...
+
+    def poll(self, timeout: float) -> list[Event]:
+        if not self.batches:
+            self.stop.signalled = True
+            return []
+        return self.batches.pop(0)
+
+    def syscall_counts(self) -> dict[int, dict[int, int]]:
+        return self.counts
+
+    def stats(self) -> BackendStats:
+        return BackendStats(9, 2, [MapStat("traced", 2, 512)], untraced_for_capacity=1)
+
+    def close(self) -> None: ...
+
+
+def test_run_traces_new_containers_and_summarises() -> None:
+    stop = Stop()
+    backend = ScriptedBackend(
+        batches=[
+            [CgroupEvent("mkdir", 30, 4, f"/{POD}/{A}", 0, traced=True), exec_event(30)],
+            [CgroupEvent("mkdir", 31, 4, f"/{POD}/{B}", 0), exec_event(31),
+             exec_event(77, "/bin/outside")],
+        ],
+        stop=stop,
+        counts={30: {GETPPID: 5}},
+        full={31},
+    )
+    session = Session()
+    lines: list[dict[str, Any]] = []
+    run(backend, session, lines.append, stop, [])  # type: ignore[arg-type]
+
+    assert backend.traced == [(30, f"{POD}/{A}", int(PROBES))]
+    assert [line["type"] for line in lines] == ["traced", "exec", "exec", "summary", "summary",
+                                                "stats"]
+    assert lines[0]["found"] == "mkdir"
+    assert {line["cgroup_id"] for line in lines if line["type"] == "exec"} == {30, 31}
+    summaries = {line["container_id"]: line for line in lines if line["type"] == "summary"}
+    assert summaries[A]["syscalls"] == {"getppid": 5}
+    assert lines[-1] == {
+        "type": "stats", "backend": "scripted", "events_seen": 9, "events_dropped": 2,
+        "untraced_for_capacity": 1, "unattributed_events": 1,
+        "maps": [{"name": "traced", "used": 2, "capacity": 512}],
+        "problems": [f"{POD}/{B} not traced: all 1 counter rows are in use"],
+    }
+
+
+def test_stop_deadline() -> None:
+    assert Stop(deadline=0.0).reached()
+    assert Stop().remaining() == 0.25
+    stop = Stop()
+    stop()  # as a signal handler
+    assert stop.reached()
+
+
+# --- the command line ---------------------------------------------------------------------
+
+
+def test_parser_durations_and_defaults() -> None:
+    args = parser().parse_args(["standalone", "--duration", "1m30s"])
+    assert (args.duration, args.backend, args.cgroupfs, args.allow_mount) == (90.0, "auto",
+                                                                              None, None)
+    assert parser().parse_args(["standalone", "--no-mount"]).allow_mount is False
+
+
+@pytest.mark.parametrize(
+    "argv", [[], ["standalone", "--duration", "10"], ["standalone", "--backend", "perf"]]
+)
+def test_parser_rejects(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert "usage: podtrace-agent" in capsys.readouterr().err
+
+
+def test_standalone_says_what_to_mount_and_fails(tmp_path: Path) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    code = standalone(duration=1.0, cgroupfs=str(tmp_path), allow_mount=False, out=out, err=err)
+    assert code == 1
+    (line,) = [json.loads(text) for text in out.getvalue().splitlines()]
+    assert line["type"] == "environment"
+    assert line["cgroup"]["version"] == "unknown"
+    assert "CgroupfsNotFound" in [p["reason"] for p in line["problems"]]
+    assert f"--cgroupfs {tmp_path}" in err.getvalue()
