@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from podtrace_api.nodeconfig import Probe
@@ -336,7 +337,7 @@ def run(
     })
 
 
-def make_backend(name: BackendName, kubepods: KubepodsRootLike) -> Backend:
+def make_backend(name: BackendName, kubepods: KubepodsRootLike, tracefs: str) -> Backend:
     """The backend `name`, constructed (not started). New container cgroups are
     traced by the backend itself from their creation (auto_trace_mask)."""
     options = BackendOptions(auto_trace_mask=PROBES)
@@ -345,11 +346,9 @@ def make_backend(name: BackendName, kubepods: KubepodsRootLike) -> Backend:
 
         return BccBackend(kubepods, options)
     if name is BackendName.FTRACE:
-        try:
-            from .ftrace.backend import FtraceBackend  # type: ignore[import-not-found]
-        except ImportError as err:
-            raise BackendError(f"the ftrace backend is not available: {err}") from err
-        return FtraceBackend(kubepods, options)  # type: ignore[no-any-return]
+        from .ftrace.backend import FtraceBackend
+
+        return FtraceBackend(kubepods, options, tracefs=Path(tracefs) if tracefs else None)
     raise BackendError("no backend")
 
 
@@ -361,7 +360,7 @@ def start_backend(
     choice = report.backend
     while choice.name is not BackendName.NONE:
         try:
-            backend = make_backend(choice.name, kubepods)
+            backend = make_backend(choice.name, kubepods, report.kernel.tracefs)
             backend.start()
         except BackendError as err:
             if choice.name is BackendName.BCC:
