@@ -353,14 +353,18 @@ def make_backend(name: BackendName, kubepods: KubepodsRootLike, tracefs: str) ->
 
 
 def start_backend(
-    report: DiscoveryReport, requested: Requested, kubepods: KubepodsRootLike
+    report: DiscoveryReport,
+    requested: Requested,
+    kubepods: KubepodsRootLike,
+    make: Callable[[BackendName, KubepodsRootLike, str], Backend] = make_backend,
 ) -> tuple[Backend | None, DiscoveryReport]:
-    """Start the chosen backend; with auto, fall back to ftrace if bcc fails to start.
-    The report comes back with the backend that really runs and why."""
+    """Start the chosen backend; with auto, fall back to ftrace if bcc fails to start
+    (a compile or verifier error is only seen here). The report comes back with
+    the backend that really runs and why."""
     choice = report.backend
     while choice.name is not BackendName.NONE:
         try:
-            backend = make_backend(choice.name, kubepods, report.kernel.tracefs)
+            backend = make(choice.name, kubepods, report.kernel.tracefs)
             backend.start()
         except BackendError as err:
             if choice.name is BackendName.BCC:
@@ -368,12 +372,8 @@ def start_backend(
             else:
                 choice = BackendReport(BackendName.NONE, f"{choice.name} failed to start: {err}")
             continue
-        return backend, _with_backend(report, choice)
-    return None, _with_backend(report, choice)
-
-
-def _with_backend(report: DiscoveryReport, choice: BackendReport) -> DiscoveryReport:
-    return replace(report, backend=choice)
+        return backend, replace(report, backend=choice)
+    return None, replace(report, backend=choice)
 
 
 def environment_line(report: DiscoveryReport, containers: int) -> Line:
@@ -403,32 +403,49 @@ def standalone(
             print(f"podtrace-agent: {problem.message}", file=err)
         return 1
 
-    running, report = start_backend(report, backend, root)
-    if running is None:
-        emit(environment_line(report, 0))
-        print(f"podtrace-agent: {report.backend.reason}", file=err)
-        return 1
+    # Handlers first: a SIGINT during BCC's compile then ends the trace at once,
+    # with its (empty) summaries, rather than with a traceback.
     stop = Stop()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        own = parse(report.agent_cgroup) if report.agent_cgroup else None
-        session = Session(
-            enricher=enricher,
-            skip_container=own.container_id if own else None,
-            clock_offset_ns=time.time_ns() - time.monotonic_ns(),
-        )
-        # Scan after start: a container created in between is both scanned and
-        # reported by mkdir; Session.add() keeps the first.
-        existing = list(scan(FsTree(root.cgroup2), root.path))
-        emit(environment_line(report, len(existing)))
-        problems: list[str] = []
-        trace_all(running, session, existing, "scan", emit, problems)
-        stop.deadline = None if duration is None else time.monotonic() + duration
-        run(running, session, emit, stop, problems)
+        running, report = start_backend(report, backend, root)
+        if running is None:
+            emit(environment_line(report, 0))
+            print(f"podtrace-agent: {report.backend.reason}", file=err)
+            return 1
+        try:
+            trace(running, report, root, emit, stop, duration, enricher)
+        finally:
+            running.close()
     except BrokenPipeError:
         return 0  # the reader went away (| head): nothing left to say
     finally:
-        running.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return 0
+
+
+def trace(
+    backend: Backend,
+    report: DiscoveryReport,
+    root: KubepodsRootLike,
+    emit: Callable[[Line], None],
+    stop: Stop,
+    duration: float | None,
+    enricher: EnricherLike | None,
+) -> None:
+    """Scan, trace what is there, print the environment, and run until stopped."""
+    own = parse(report.agent_cgroup) if report.agent_cgroup else None
+    session = Session(
+        enricher=enricher,
+        skip_container=own.container_id if own else None,
+        clock_offset_ns=time.time_ns() - time.monotonic_ns(),
+    )
+    # Scan after start: a container created in between is both scanned and
+    # reported by mkdir; Session.add() keeps the first.
+    existing = list(scan(FsTree(root.cgroup2), root.path))
+    emit(environment_line(report, len(existing)))
+    problems: list[str] = []
+    trace_all(backend, session, existing, "scan", emit, problems)
+    stop.deadline = None if duration is None else time.monotonic() + duration
+    run(backend, session, emit, stop, problems)

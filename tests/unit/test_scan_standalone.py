@@ -14,14 +14,23 @@ from typing import Any
 import pytest
 
 from podtrace_agent.backend import (
+    BackendError,
     BackendStats,
     CapacityError,
     CgroupEvent,
     Event,
     ExecEvent,
     ExitEvent,
+    KubepodsRoot,
     MapStat,
     OpenEvent,
+)
+from podtrace_agent.discovery.report import (
+    BackendReport,
+    BccCheck,
+    CgroupReport,
+    DiscoveryReport,
+    KernelReport,
 )
 from podtrace_agent.identity import parse
 from podtrace_agent.main import main, parser
@@ -33,9 +42,10 @@ from podtrace_agent.standalone import (
     identity_fields,
     run,
     standalone,
+    start_backend,
     wall_time,
 )
-from podtrace_api.nodetracer import IdentitySource
+from podtrace_api.nodetracer import BackendName, IdentitySource
 from podtrace_api.syscalls import number_of
 
 UID = "11111111-2222-4333-8444-555555555555"
@@ -291,3 +301,72 @@ def test_standalone_says_what_to_mount_and_fails(tmp_path: Path) -> None:
     assert line["cgroup"]["version"] == "unknown"
     assert "CgroupfsNotFound" in [p["reason"] for p in line["problems"]]
     assert f"--cgroupfs {tmp_path}" in err.getvalue()
+
+
+# --- starting a backend -------------------------------------------------------------------
+
+
+def report_choosing(name: BackendName, tracefs: str = "/sys/kernel/tracing") -> DiscoveryReport:
+    return DiscoveryReport(
+        kernel=KernelReport("6.18", True, tracefs),
+        cgroup=CgroupReport(),
+        bcc=BccCheck(True, "ok"),
+        backend=BackendReport(name, "auto: ok"),
+    )
+
+
+class Factory:
+    """Backends that fail to start for the names in `failing`."""
+
+    def __init__(self, *failing: BackendName) -> None:
+        self.failing = failing
+        self.made: list[BackendName] = []
+
+    def __call__(self, name: BackendName, kubepods: Any, tracefs: str) -> Any:
+        self.made.append(name)
+        factory = self
+
+        class Started:
+            def start(self) -> None:
+                if name in factory.failing:
+                    raise BackendError(f"{name} refused: verifier says no")
+
+        return Started()
+
+
+ROOT = KubepodsRoot(Path("/sys/fs/cgroup"), "kubepods", 44, 1)
+
+
+def test_start_backend_as_chosen() -> None:
+    make = Factory()
+    backend, report = start_backend(report_choosing(BackendName.BCC), "auto", ROOT, make)
+    assert backend is not None and make.made == [BackendName.BCC]
+    assert report.backend == BackendReport(BackendName.BCC, "auto: ok")
+
+
+def test_auto_falls_back_to_ftrace_when_bcc_fails_to_start() -> None:
+    make = Factory(BackendName.BCC)
+    backend, report = start_backend(report_choosing(BackendName.BCC), "auto", ROOT, make)
+    assert backend is not None and make.made == [BackendName.BCC, BackendName.FTRACE]
+    assert report.backend.name is BackendName.FTRACE
+    assert "bcc failed to start (bcc refused: verifier says no)" in report.backend.reason
+
+
+@pytest.mark.parametrize(
+    ("requested", "chosen", "failing", "made"),
+    [("bcc", BackendName.BCC, (BackendName.BCC,), [BackendName.BCC]),
+     ("auto", BackendName.BCC, (BackendName.BCC, BackendName.FTRACE),
+      [BackendName.BCC, BackendName.FTRACE]),
+     ("ftrace", BackendName.FTRACE, (BackendName.FTRACE,), [BackendName.FTRACE])],
+)
+def test_no_backend_when_what_is_asked_for_fails(
+    requested: str, chosen: BackendName, failing: tuple[BackendName, ...],
+    made: list[BackendName],
+) -> None:
+    make = Factory(*failing)
+    backend, report = start_backend(
+        report_choosing(chosen), requested, ROOT, make  # type: ignore[arg-type]
+    )
+    assert backend is None and make.made == made
+    assert report.backend.name is BackendName.NONE
+    assert "verifier says no" in report.backend.reason
