@@ -2,8 +2,12 @@
 
     podtrace-agent standalone [--duration 10s] [--backend auto|bcc|ftrace] [--cgroupfs PATH]
                               [--kubepods PATH] [--no-mount]
+                              [--runtime-endpoint URL]... [--host-root PATH]
         trace every container under kubepods on this node, no cluster needed;
         JSON lines on stdout (see podtrace_agent.standalone)
+
+    podtrace-agent run --node-name NODE [--kubeconfig FILE] [--runtime-endpoint EP] ...
+        the node agent in a cluster (see podtrace_agent.cluster.agent)
 """
 
 from __future__ import annotations
@@ -11,8 +15,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from podtrace_api.base import parse_duration
+
+if TYPE_CHECKING:
+    from .standalone import EnricherLike
 
 BACKENDS = ("auto", "bcc", "ftrace")
 
@@ -45,6 +53,26 @@ def _node_flags(parser: argparse.ArgumentParser) -> None:
         help="never mount tracefs (by default it is mounted at /sys/kernel/tracing when "
              "missing and the agent runs as root)",
     )
+    parser.add_argument(
+        "--runtime-endpoint", metavar="URL", action="append", default=[],
+        help="CRI socket for pod and container names, e.g. unix:///run/containerd/containerd.sock "
+             "(repeatable, tried first; then the known sockets are tried)",
+    )
+    parser.add_argument(
+        "--host-root", metavar="PATH",
+        help="where the host's / is mounted when the agent runs in a container, e.g. /host: "
+             "the known runtime sockets are also tried under it",
+    )
+
+
+def _enricher(args: argparse.Namespace) -> EnricherLike:
+    """CRI enrichment over the runtime discovery finds; without one, lines say why."""
+    from .cri.enrich import Enricher
+    from .cri.runtime import discover_runtime
+
+    report = discover_runtime(args.runtime_endpoint, args.host_root)
+    print(f"podtrace-agent: runtime: {report.message}", file=sys.stderr)
+    return Enricher.from_report(report)
 
 
 def _standalone(args: argparse.Namespace) -> int:
@@ -56,7 +84,26 @@ def _standalone(args: argparse.Namespace) -> int:
         cgroupfs=args.cgroupfs,
         kubepods=args.kubepods,
         allow_mount=args.allow_mount,
+        enricher=_enricher(args),
     )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .cluster.agent import AgentOptions, run_agent
+
+    return run_agent(AgentOptions(
+        node=args.node_name,
+        kubeconfig=args.kubeconfig,
+        backend=args.backend,
+        cgroupfs=args.cgroupfs,
+        kubepods=args.kubepods,
+        allow_mount=args.allow_mount,
+        runtime_endpoints=tuple(args.runtime_endpoint),
+        host_root=args.host_root,
+        metrics_port=args.metrics_port,
+        status_interval=args.status_interval,
+        json_events=not args.no_json_events,
+    ))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -75,6 +122,24 @@ def parser() -> argparse.ArgumentParser:
     )
     _node_flags(standalone)
     standalone.set_defaults(handler=_standalone)
+
+    run = commands.add_parser(
+        "run",
+        help="the node agent in a cluster: apply this node's NodeTracer, report status",
+        description="Watch this node's NodeTracer and Pods, trace the targets, and report "
+                    "NodeTracer status, Events on Pods for rule matches, JSON lines on "
+                    "stdout and Prometheus metrics.",
+    )
+    run.add_argument("--node-name", required=True, help="this node's name ($NODE_NAME)")
+    run.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster config)")
+    run.add_argument("--metrics-port", type=int, default=9465,
+                     help="serve Prometheus /metrics on this port (0: off)")
+    run.add_argument("--status-interval", type=_seconds, default=5.0,
+                     help="at most one NodeTracer status write per interval (default 5s)")
+    run.add_argument("--no-json-events", action="store_true",
+                     help="do not print events as JSON lines on stdout")
+    _node_flags(run)
+    run.set_defaults(handler=_run)
     return root
 
 

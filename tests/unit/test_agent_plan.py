@@ -58,3 +58,10 @@ def test_probes_are_the_union_of_the_sources() -> None:
 
 def test_an_unchanged_input_gives_an_equal_plan() -> None:
     assert plan(SPEC, PODS, CGROUPS) == plan(SPEC, PODS, CGROUPS)
+
+
+def test_runtime_names_resolve_before_the_pod_status() -> None:
+    cgroups = {**CGROUPS, "c9": CgroupRef(109, "kubepods/besteffort/podu3/c9")}
+    result = plan(SPEC, PODS, cgroups, named={("u3", "app"): "c9"})
+    assert result.targets[("u3", "app")].state is TargetState.TRACING
+    assert result.cgroup_targets[109] == ("u3", "app")

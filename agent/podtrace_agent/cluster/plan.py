@@ -106,8 +106,12 @@ def plan(
     spec: NodeTracerSpec,
     pods: Mapping[str, PodView],
     cgroups: Mapping[str, CgroupRef],
+    named: Mapping[TargetKey, str] | None = None,
 ) -> Plan:
-    """Decide what to trace. `pods` by UID; `cgroups` by container ID."""
+    """Decide what to trace. `pods` by UID; `cgroups` by container ID; `named`:
+    container IDs the runtime (CRI) named, by pod UID and container name — known
+    as soon as the cgroup appears, before the Pod's status catches up."""
+    named = named or {}
     sources = {s.id: s for s in spec.sources}
     traces: dict[int, TraceRequest] = {}
     targets: dict[TargetKey, TargetPlan] = {}
@@ -116,6 +120,12 @@ def plan(
         key = (target.pod_uid, target.container)
         pod = pods.get(target.pod_uid)
         container = pod.containers.get(target.container) if pod else None
+        from_cri = named.get(key)
+        if from_cri and (container is None or container.container_id != from_cri):
+            # The runtime knows a (newer) container for this name: it is running.
+            image = container.image if container else ""
+            container = PodContainer(from_cri, image, running=True)
+            pod = pod or PodView(target.pod_uid, target.namespace, target.pod)
         if pod is None:
             targets[key] = TargetPlan(target, TargetState.PENDING, "pod not seen on this node yet")
             continue

@@ -1,0 +1,353 @@
+"""`podtrace-agent run`: the node agent in a cluster.
+
+A straight line: discover the node → find the runtime → start the backend →
+watch this node's NodeTracer and Pods → loop: poll the backend, attribute
+events to targets, program the backend as the spec and the pods change, raise
+Events for rule matches, report status and metrics. One cleanup path.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from podtrace_api.base import Condition
+from podtrace_api.nodetracer import NodeTracerSpec
+
+from ..backend import Backend, CapacityError, CgroupEvent, ExecEvent, ExitEvent, OpenEvent
+from ..cri.enrich import Enricher
+from ..cri.runtime import discover_runtime
+from ..discovery import DiscoveryReport, discover
+from ..discovery.choice import Requested
+from ..discovery.tree import FsTree
+from ..identity import parse
+from ..scan import ContainerCgroup, scan
+from ..standalone import Output, start_backend, wall_time
+from .eventlimit import Action, EventLimiter
+from .kube import Kube, load_config
+from .metrics import AgentMetrics
+from .plan import CgroupRef, pod_view
+from .rules import Match
+from .state import KnownCgroup, NodeState, Observation
+from .status import Health, node_status
+from .writer import StatusWriter
+
+log = logging.getLogger(__name__)
+POLL_S = 0.25
+COUNTS_EVERY_S = 1.0
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    node: str
+    kubeconfig: str | None = None
+    backend: Requested = "auto"
+    cgroupfs: str | None = None
+    kubepods: str | None = None
+    allow_mount: bool | None = None
+    runtime_endpoints: tuple[str, ...] = ()
+    host_root: str | None = None
+    metrics_port: int = 9465
+    status_interval: float = 5.0
+    event_interval: float = 30.0
+    json_events: bool = True
+
+
+def _agent_version() -> str:
+    try:
+        return version("podtrace")
+    except PackageNotFoundError:  # pragma: no cover - source tree
+        return "unknown"
+
+
+@dataclass
+class Agent:
+    """The loop's state and its edges; `run()` is the loop."""
+
+    options: AgentOptions
+    report: DiscoveryReport
+    backend: Backend
+    enricher: Enricher
+    kube: Kube
+    metrics: AgentMetrics
+    runtime_report: Any
+    emit: Output
+    state: NodeState = field(default_factory=NodeState)
+    inbox: queue.Queue[tuple[str, str, dict[str, Any]]] = field(default_factory=queue.Queue)
+    conditions: list[Condition] = field(default_factory=list)
+    stopping: bool = False
+    _dirty: bool = True
+    _offset_ns: int = field(default_factory=lambda: time.time_ns() - time.monotonic_ns())
+
+    def __post_init__(self) -> None:
+        self.limiter = EventLimiter(interval=self.options.event_interval)
+        self.writer = StatusWriter(self._send_status, interval=self.options.status_interval)
+        self._first_seen: dict[tuple[str, str, str], datetime] = {}
+
+    # -- inputs --------------------------------------------------------------------
+    def _queue(self, what: str) -> Any:
+        def on_event(kind: str, obj: dict[str, Any]) -> None:
+            self.inbox.put((what, kind, obj))
+
+        def on_sync(items: list[dict[str, Any]]) -> None:
+            self.inbox.put((what, "SYNC", {"items": items}))
+
+        return on_event, on_sync
+
+    def _take_node_tracer(self, obj: dict[str, Any]) -> None:
+        spec = NodeTracerSpec.model_validate(obj.get("spec") or {})
+        self.state.set_spec(spec, obj.get("metadata", {}).get("generation", 0))
+        if not self.conditions:  # keep transition times across agent restarts
+            raw = (obj.get("status") or {}).get("conditions") or []
+            self.conditions = [Condition.model_validate(c) for c in raw]
+
+    def _drain_inbox(self) -> None:
+        while True:
+            try:
+                what, kind, obj = self.inbox.get_nowait()
+            except queue.Empty:
+                return
+            self._dirty = True
+            if what == "nodetracer":
+                items = obj["items"] if kind == "SYNC" else [obj]
+                if kind == "DELETED":
+                    self.state.set_spec(NodeTracerSpec(), 0)
+                for item in items if kind != "DELETED" else []:
+                    self._take_node_tracer(item)
+            elif kind == "SYNC":
+                self.state.pods = {}
+                for item in obj["items"]:
+                    self.state.set_pod(pod_view(item))
+            elif kind == "DELETED":
+                view = pod_view(obj)
+                self.state.delete_pod(view.uid)
+                self.limiter.forget_pod(view.uid)
+            else:
+                self.state.set_pod(pod_view(obj))
+
+    def _know(self, cgroup: ContainerCgroup) -> None:
+        identity = cgroup.identity
+        if identity.container_id is None or identity.subgroup:
+            return
+        found = self.enricher.lookup(identity.container_id, cgroup.path)
+        self.state.add_cgroup(KnownCgroup(
+            ref=CgroupRef(cgroup.cgroup_id, cgroup.path),
+            container_id=identity.container_id,
+            pod_uid=identity.pod_uid,
+            container_name=found.container_name,
+            sandbox=bool(found.sandbox),
+            first_seen=time.monotonic(),
+        ))
+        self._dirty = True
+
+    # -- outputs -------------------------------------------------------------------
+    def _send_status(self, status: dict[str, Any]) -> None:
+        try:
+            self.kube.patch_status(status)
+        except Exception:
+            self.metrics.api_error("status")
+            raise
+
+    def _observe(self, obs: Observation) -> None:
+        planned = self.state.plan.targets[obs.key]
+        target = planned.target
+        event = obs.event
+        kind = type(event).__name__.removesuffix("Event").lower()
+        self.metrics.event(kind)
+        if self.options.json_events:
+            line: dict[str, Any] = {
+                "type": kind, "node": self.options.node, "namespace": target.namespace,
+                "pod": target.pod, "container": target.container,
+                "container_id": planned.container_id, "cgroup_id": event.cgroup_id,
+                "pid": event.pid, "comm": event.comm,
+                "time": wall_time(event.timestamp_ns, self._offset_ns),
+            }
+            if isinstance(event, ExecEvent):
+                line.update(ppid=event.ppid, uid=event.uid, filename=event.filename)
+            elif isinstance(event, ExitEvent):
+                line.update(exit_code=event.exit_code)
+            elif isinstance(event, OpenEvent):
+                line.update(path=event.path, flags=event.flags)
+            else:
+                line.update(address=event.address, port=event.port)
+            if obs.matches:
+                line["rules"] = [f"{m.ref.source}#{m.ref.rule}" for m in obs.matches]
+            self.emit(line)
+        for match in obs.matches:
+            self._matched(obs.key, match, event.comm)
+
+    def _matched(self, key: tuple[str, str], match: Match, comm: str = "") -> None:
+        target = self.state.plan.targets[key].target
+        self.metrics.rule_match(match.ref.source, match.ref.rule, match.count)
+        series = self.limiter.record(
+            target.pod_uid, match.ref.source, match.ref.rule,
+            f"{match.what} ({comm})" if comm else match.what, time.monotonic(), match.count,
+        )
+        if series is not None:
+            self._first_seen.setdefault(series.key, datetime.now(UTC))
+
+    def _write_events(self, now: float) -> None:
+        for action, series in self.limiter.due(now):
+            pod_uid, source_id, rule_name = series.key
+            source = self.state.sources.get(source_id)
+            rule = next((r for r in source.rules if r.name == rule_name), None) if source else None
+            planned = next((p for k, p in self.state.plan.targets.items() if k[0] == pod_uid),
+                           None)
+            if rule is None or planned is None:
+                continue
+            target = planned.target
+            text = rule.message or rule.reason
+            note = (f"{text}: {series.last_what} in container {target.container} of pod "
+                    f"{target.namespace}/{target.pod}, rule {rule.name} of {source_id} "
+                    f"({series.count} times)")
+            kind, _, name = source_id.partition("/")
+            ns, _, name = name.rpartition("/")
+            related = {"apiVersion": "podtrace.io/v1alpha1", "kind": kind, "name": name}
+            if ns:
+                related["namespace"] = ns
+            try:
+                self.kube.write_event(
+                    pod={"uid": pod_uid, "namespace": target.namespace, "name": target.pod},
+                    key=series.key,
+                    reason=rule.reason, type_=rule.type, note=note, action=rule.name,
+                    count=series.count, first_seen=self._first_seen.get(
+                        series.key, datetime.now(UTC)), related=related,
+                )
+            except Exception as err:
+                self.metrics.api_error("event")
+                log.warning("event %s for pod %s not written: %s", action.value, target.pod, err)
+                continue
+            self.limiter.written(series, now)
+            if action is Action.CREATE:
+                log.info("event %s on %s/%s", rule.reason, target.namespace, target.pod)
+
+    def _apply_plan(self) -> None:
+        now_wall = datetime.now(UTC)
+        changes, replayed = self.state.replan(time.monotonic(), now_wall)
+        done_trace = {}
+        for cgroup_id, request in changes.trace.items():
+            try:
+                self.backend.trace(cgroup_id, request.path, request.mask,
+                                   request.open_prefixes, request.connect_ports)
+            except CapacityError as err:
+                log.warning("cannot trace %s: %s", request.path, err)
+                continue
+            done_trace[cgroup_id] = request
+        for cgroup_id in changes.untrace:
+            self.backend.untrace(cgroup_id)
+        changes.trace = done_trace
+        self.state.applied(changes)
+        for obs in replayed:
+            self._observe(obs)
+
+    def _report(self) -> None:
+        now = datetime.now(UTC)
+        health = Health(
+            backend_running=True,
+            runtime=self.runtime_report.to_status(),
+            runtime_message=self.runtime_report.message,
+        )
+        stats = self.backend.stats()
+        status = node_status(
+            report=self.report, health=health, stats=stats, state=self.state,
+            previous=self.conditions, now=now, agent_version=_agent_version(),
+        )
+        self.conditions = list(status.conditions)
+        self.metrics.set_state(status.traced_containers, stats.events_dropped,
+                               [(m.name, m.used, m.capacity) for m in stats.maps])
+        self.writer.offer(status.to_wire(), time.monotonic())
+
+    # -- the loop ------------------------------------------------------------------
+    def run(self) -> None:
+        self.kube.watch_node_tracer(*self._queue("nodetracer"))
+        self.kube.watch_pods(*self._queue("pods"))
+        root = self.report.cgroup.kubepods()
+        assert root is not None
+        for cgroup in scan(FsTree(root.cgroup2), root.path):
+            self._know(cgroup)
+        last_counts = 0.0
+        while not self.stopping:
+            self._drain_inbox()
+            for event in self.backend.poll(POLL_S):
+                if isinstance(event, CgroupEvent):
+                    self._on_cgroup(event)
+                    continue
+                obs = self.state.on_event(event, datetime.now(UTC))
+                if obs is not None:
+                    self._observe(obs)
+            if self._dirty:
+                self._dirty = False
+                self._apply_plan()
+            now = time.monotonic()
+            if now - last_counts >= COUNTS_EVERY_S:
+                last_counts = now
+                self._apply_plan()  # also ends the grace of unclaimed cgroups
+                for key, match in self.state.on_counts(self.backend.syscall_counts()):
+                    self._matched(key, match)
+                self._write_events(now)
+                self._report()
+        self.state.on_counts(self.backend.syscall_counts())
+        self.writer.interval = 0
+        self._report()
+
+    def _on_cgroup(self, event: CgroupEvent) -> None:
+        if event.kind == "rmdir":
+            self.state.on_counts(self.backend.syscall_counts())
+            known = self.state.cgroups.get(event.cgroup_id)
+            if known is not None:
+                self.enricher.forget(known.container_id)
+            self.state.remove_cgroup(event.cgroup_id)
+            self._dirty = True
+            return
+        identity = parse(event.path)
+        if identity is not None and identity.container_id is not None:
+            self._know(ContainerCgroup(event.cgroup_id, event.path.strip("/"), identity))
+
+
+def run_agent(options: AgentOptions) -> int:
+    """The whole command; 1 when tracing cannot start on this node."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    report = discover(cgroupfs=options.cgroupfs, kubepods=options.kubepods,
+                      backend=options.backend, allow_mount=options.allow_mount)
+    root = report.cgroup.kubepods()
+    if report.fatal or root is None:
+        for problem in report.fatal:
+            log.error("%s", problem.message)
+        return 1
+    runtime = discover_runtime(options.runtime_endpoints, options.host_root)
+    log.info("runtime: %s", runtime.message)
+    backend, report = start_backend(report, options.backend, root)
+    if backend is None:
+        log.error("no tracing backend: %s", report.backend.reason)
+        return 1
+    log.info("backend %s: %s", report.backend.name.value, report.backend.reason)
+    enricher = Enricher.from_report(runtime)
+    metrics = AgentMetrics(options.node)
+    if options.metrics_port:
+        metrics.serve(options.metrics_port)
+    agent = Agent(
+        options=options, report=report, backend=backend, enricher=enricher,
+        kube=Kube(load_config(options.kubeconfig), options.node), metrics=metrics,
+        runtime_report=runtime, emit=Output(sys.stdout),
+    )
+
+    def stop(*_: object) -> None:
+        agent.stopping = True
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        agent.run()
+    finally:
+        agent.kube.stop.set()
+        backend.close()
+        enricher.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 0

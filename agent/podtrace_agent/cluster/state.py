@@ -1,0 +1,190 @@
+"""The agent's node state: what the spec asks, which pods and container cgroups
+exist, what each target did. No I/O: the loop in `agent.py` feeds it watch
+events, backend events and counts, and applies the trace changes it returns.
+
+Containers are traced from their first syscall: the backend auto-traces every
+new container cgroup under kubepods, and this state keeps such a cgroup (and
+buffers its events) for a grace period while the operator's spec and the Pod's
+status catch up. A cgroup that turns out to be nobody's target is untraced.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from podtrace_api.nodetracer import NodeTracerSpec, TraceSource
+from podtrace_api.syscalls import name_of
+
+from ..backend import ConnectEvent, Event, ExecEvent, ExitEvent, OpenEvent
+from .plan import CgroupRef, Plan, PodView, TargetKey, TraceRequest, plan
+from .results import TargetResults
+from .rules import Match, RuleSet, count_delta
+
+GRACE_S = 30.0  # how long an unclaimed new container stays traced, waiting for the spec
+PENDING_EVENTS_PER_CGROUP = 256
+
+
+@dataclass
+class KnownCgroup:
+    """A container cgroup the agent has seen, with what the runtime said about it."""
+
+    ref: CgroupRef
+    container_id: str
+    pod_uid: str
+    container_name: str = ""  # from CRI; "" until known (or a sandbox)
+    sandbox: bool = False
+    first_seen: float = 0.0
+
+
+@dataclass(frozen=True)
+class Observation:
+    """An event attributed to a target, with the rules it matched."""
+
+    key: TargetKey
+    event: Event
+    matches: list[Match]
+
+
+@dataclass
+class Changes:
+    """What the loop must program into the backend."""
+
+    trace: dict[int, TraceRequest] = field(default_factory=dict)
+    untrace: set[int] = field(default_factory=set)
+
+
+class NodeState:
+    def __init__(self, name_of: Callable[[int], str] = name_of) -> None:
+        self.name_of = name_of
+        self.spec = NodeTracerSpec()
+        self.generation = 0
+        self.pods: dict[str, PodView] = {}
+        self.cgroups: dict[int, KnownCgroup] = {}
+        self.results: dict[TargetKey, TargetResults] = {}
+        self.since: dict[TargetKey, datetime] = {}
+        self.rules = RuleSet([])
+        self.sources: dict[str, TraceSource] = {}
+        self.plan = Plan({}, {}, {})
+        self.programmed: dict[int, TraceRequest] = {}
+        self.dropped: set[int] = set()  # cgroups untraced as nobody's target
+        self._pending: dict[int, deque[Event]] = {}
+        self._counts: dict[int, dict[int, int]] = {}
+        self.spec_seen = False
+
+    # -- inputs --------------------------------------------------------------------
+    def set_spec(self, spec: NodeTracerSpec, generation: int) -> None:
+        self.spec, self.generation, self.spec_seen = spec, generation, True
+        self.sources = {s.id: s for s in spec.sources}
+        self.rules = RuleSet(spec.sources)
+
+    def set_pod(self, pod: PodView) -> None:
+        self.pods[pod.uid] = pod
+
+    def delete_pod(self, uid: str) -> None:
+        self.pods.pop(uid, None)
+
+    def add_cgroup(self, known: KnownCgroup) -> None:
+        self.cgroups[known.ref.cgroup_id] = known
+
+    def remove_cgroup(self, cgroup_id: int) -> None:
+        """The cgroup is gone; its target keeps what it did (results are cumulative)."""
+        self.cgroups.pop(cgroup_id, None)
+        self._pending.pop(cgroup_id, None)
+        self.programmed.pop(cgroup_id, None)
+        self.dropped.discard(cgroup_id)
+
+    # -- planning ------------------------------------------------------------------
+    def replan(self, now: float, wall: datetime) -> tuple[Changes, list[Observation]]:
+        """Recompute the plan; the backend changes to make and the buffered events
+        of cgroups that were just claimed by a target."""
+        by_container = {k.container_id: k.ref for k in self.cgroups.values() if not k.sandbox}
+        named = {
+            (k.pod_uid, k.container_name): k.container_id
+            for k in sorted(self.cgroups.values(), key=lambda k: k.first_seen)
+            if k.container_name and not k.sandbox
+        }
+        self.plan = plan(self.spec, self.pods, by_container, named)
+        changes = Changes()
+        for cgroup_id, request in self.plan.traces.items():
+            if self.programmed.get(cgroup_id) != request:
+                changes.trace[cgroup_id] = request
+            key = self.plan.cgroup_targets[cgroup_id]
+            self.results.setdefault(key, TargetResults(container=key[1]))
+            self.since.setdefault(key, wall)
+        for cgroup_id, known in self.cgroups.items():
+            if cgroup_id in self.plan.traces or cgroup_id in self.dropped:
+                continue
+            waiting = not self.spec_seen or (now - known.first_seen < GRACE_S and not known.sandbox)
+            if not waiting:
+                changes.untrace.add(cgroup_id)
+                self._pending.pop(cgroup_id, None)
+        for cgroup_id in set(self.programmed) - set(self.plan.traces):
+            changes.untrace.add(cgroup_id)
+        replayed = []
+        for cgroup_id in [c for c in self._pending if c in self.plan.cgroup_targets]:
+            for event in self._pending.pop(cgroup_id):
+                observed = self._attribute(event, wall)
+                if observed is not None:
+                    replayed.append(observed)
+        return changes, replayed
+
+    def applied(self, changes: Changes) -> None:
+        """The backend did what `changes` asked."""
+        self.programmed.update(changes.trace)
+        self.dropped.difference_update(changes.trace)
+        for cgroup_id in changes.untrace:
+            self.programmed.pop(cgroup_id, None)
+            self.dropped.add(cgroup_id)
+
+    # -- observations --------------------------------------------------------------
+    def on_event(self, event: Event, wall: datetime) -> Observation | None:
+        """Attribute a process/file/network event to its target, or buffer it while
+        its cgroup is still unclaimed."""
+        if event.cgroup_id not in self.plan.cgroup_targets:
+            if event.cgroup_id in self.cgroups:
+                queue = self._pending.setdefault(
+                    event.cgroup_id, deque(maxlen=PENDING_EVENTS_PER_CGROUP)
+                )
+                queue.append(event)
+            return None
+        return self._attribute(event, wall)
+
+    def _attribute(self, event: Event, wall: datetime) -> Observation | None:
+        key = self.plan.cgroup_targets.get(event.cgroup_id)
+        if key is None:
+            return None
+        target = self.plan.targets[key].target
+        sources = frozenset(target.sources)
+        results = self.results.setdefault(key, TargetResults(container=key[1]))
+        matches: list[Match] = []
+        if isinstance(event, ExecEvent):
+            results.add_exec(event.filename, wall)
+            matches = self.rules.on_exec(event.filename, sources)
+        elif isinstance(event, OpenEvent):
+            matches = self.rules.on_open(event.path, sources)
+        elif not isinstance(event, ExitEvent | ConnectEvent):
+            return None
+        for match in matches:
+            results.add_match(match.ref.source, match.ref.rule, match.count)
+        return Observation(key, event, matches)
+
+    def on_counts(self, counts: Mapping[int, Mapping[int, int]]) -> list[tuple[TargetKey, Match]]:
+        """Take the backend's cumulative syscall counts; the syscall-rule matches
+        of what is new since the last call."""
+        out: list[tuple[TargetKey, Match]] = []
+        for cgroup_id, now in counts.items():
+            key = self.plan.cgroup_targets.get(cgroup_id)
+            if key is None:
+                continue
+            self.results[key].update_syscalls(cgroup_id, now)
+            before = self._counts.get(cgroup_id, {})
+            self._counts[cgroup_id] = dict(now)
+            target = self.plan.targets[key].target
+            delta = count_delta(before, now)
+            for match in self.rules.on_syscalls(delta, frozenset(target.sources)):
+                self.results[key].add_match(match.ref.source, match.ref.rule, match.count)
+                out.append((key, match))
+        return out

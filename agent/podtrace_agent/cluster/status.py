@@ -1,0 +1,118 @@
+"""NodeTracer status from the agent's state: the discovery report, the backend's
+numbers and every target with its results per source. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from podtrace_api.base import Condition
+from podtrace_api.conditions import set_condition
+from podtrace_api.containertrace import TargetState
+from podtrace_api.nodetracer import (
+    BackendName,
+    IdentitySource,
+    MapUsage,
+    NodeTargetStatus,
+    NodeTracerStatus,
+    RuntimeStatus,
+)
+
+from ..backend import BackendStats
+from ..discovery import DiscoveryReport
+from .state import NodeState
+
+
+@dataclass(frozen=True)
+class Health:
+    """The parts of readiness the loop knows: the backend runs, the runtime answers."""
+
+    backend_running: bool
+    runtime: RuntimeStatus
+    runtime_message: str
+
+
+def _conditions(
+    previous: Sequence[Condition], report: DiscoveryReport, health: Health, state: NodeState,
+    now: datetime,
+) -> list[Condition]:
+    gen = state.generation
+    cgroup_ok = report.cgroup.kubepods_id is not None
+    conds = set_condition(
+        previous, "CgroupsDiscovered", cgroup_ok,
+        "KubepodsFound" if cgroup_ok else "NoKubepods",
+        report.cgroup.message or f"kubepods at {report.cgroup.kubepods_path} "
+        f"(id {report.cgroup.kubepods_id}) in {report.cgroup.root}", now,
+    )
+    runtime_ok = bool(health.runtime.endpoint)
+    conds = set_condition(
+        conds, "RuntimeConnected", runtime_ok,
+        "CRIAvailable" if runtime_ok else "NoCRIRuntime", health.runtime_message, now,
+    )
+    backend_ok = health.backend_running and report.backend.name is not BackendName.NONE
+    conds = set_condition(
+        conds, "BackendLoaded", backend_ok,
+        f"Backend{report.backend.name.value.capitalize()}" if backend_ok else "NoBackend",
+        report.backend.reason, now,
+    )
+    ready = backend_ok and cgroup_ok and state.spec_seen
+    if ready:
+        reason, message = "Tracing", f"spec generation {gen} applied"
+    elif not backend_ok:
+        reason, message = "NoBackend", report.backend.reason
+    elif not cgroup_ok:
+        reason, message = "NoKubepods", report.cgroup.message
+    else:
+        reason, message = "WaitingForSpec", "the NodeTracer spec has not been read yet"
+    return set_condition(conds, "Ready", ready, reason, message, now, gen)
+
+
+def node_status(
+    *,
+    report: DiscoveryReport,
+    health: Health,
+    stats: BackendStats,
+    state: NodeState,
+    previous: Sequence[Condition],
+    now: datetime,
+    agent_version: str,
+) -> NodeTracerStatus:
+    """The whole status the agent reports for its node."""
+    targets = []
+    for key in sorted(state.plan.targets):
+        planned = state.plan.targets[key]
+        results = state.results.get(key)
+        known = state.cgroups.get(planned.cgroup_id) if planned.cgroup_id is not None else None
+        identity = None
+        if planned.container_id:
+            identity = IdentitySource.CRI if known and known.container_name \
+                else IdentitySource.KUBERNETES
+        sources = [state.sources[s] for s in planned.target.sources if s in state.sources]
+        targets.append(NodeTargetStatus(
+            pod_uid=key[0],
+            container=key[1],
+            container_id=planned.container_id,
+            image=planned.image[:512],
+            cgroup_id=planned.cgroup_id,
+            identity=identity,
+            state=planned.state,
+            since=state.since.get(key) if planned.state is TargetState.TRACING else None,
+            message=planned.message,
+            results=[results.for_source(s, state.name_of) for s in sources] if results else [],
+        ))
+    return NodeTracerStatus(
+        observed_generation=state.generation if state.spec_seen else None,
+        conditions=_conditions(previous, report, health, state, now),
+        last_heartbeat_time=now,
+        agent_version=agent_version,
+        backend=report.backend.to_status(),
+        kernel=report.kernel.to_status(),
+        cgroup=report.cgroup.to_status(),
+        runtime=health.runtime,
+        traced_containers=sum(1 for t in targets if t.state == TargetState.TRACING),
+        events_seen=stats.events_seen,
+        events_dropped=stats.events_dropped,
+        maps=[MapUsage(name=m.name, used=m.used, capacity=m.capacity) for m in stats.maps],
+        targets=targets,
+    )
