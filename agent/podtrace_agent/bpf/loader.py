@@ -201,17 +201,17 @@ class BccBackend:
             self._bpf = BPF(src_file=str(PROGRAM).encode(), cflags=cflags)
         except Exception as err:
             raise BackendError(f"compiling or loading {PROGRAM.name} failed: {err}") from err
-        free_slots = self._bpf["free_slots"]
+        free_slots = self._table("free_slots")
         for slot in range(self.options.max_traced):
             free_slots.push(ctypes.c_uint32(slot))
-        counts = self._bpf["counts"]
+        counts = self._table("counts")
         self._rows = CounterRows(counts.map_fd, _possible_cpus())
-        self._bpf["events"].open_ring_buffer(self._on_record)
+        self._table("events").open_ring_buffer(self._on_record)
 
     def _table(self, name: str) -> Any:
         if self._bpf is None:
             raise BackendError("backend not started")
-        return self._bpf[name]
+        return self._bpf[name.encode()]  # BCC wants bytes names
 
     # -- tracing ------------------------------------------------------------
 
@@ -356,7 +356,7 @@ class BccBackend:
             bpf.ring_buffer_poll(max(0, int(timeout * 1000)))
         bpf.ring_buffer_consume()
         events, self._pending = self._pending, []
-        traced = bpf["traced"]
+        traced = self._table("traced")
         for event in events:
             if isinstance(event, CgroupEvent) and event.kind == "rmdir":
                 entry = traced.get(ctypes.c_uint64(event.cgroup_id))

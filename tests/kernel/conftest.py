@@ -1,0 +1,71 @@
+"""Kernel tier fixtures: a kubelet-like hierarchy in the real cgroup2 tree, a
+helper program that makes exactly N getppid calls, and both backends started
+once per session (an auto-trace mask, so containers created later are traced).
+
+The hierarchy is /kubepods/besteffort/pod<uid>/<64 hex> in the cgroup2 mount.
+Another tier's containerd may use the same /kubepods: pod UIDs are unique and
+only what this tier created is removed, deepest first, after killing its
+processes.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kernel_support import HELPER_C, Collector, Hierarchy, cgroup2_mount, start_backend
+
+from harness.prereq import missing, need_binary, need_root
+from podtrace_agent.backend import KubepodsRoot
+
+
+@pytest.fixture(scope="session")
+def cgroup2() -> Path:
+    need_root("the kernel tier (BPF, tracefs, cgroups)")
+    mount = cgroup2_mount()
+    if mount is None:
+        missing("no cgroup2 mount (hybrid hosts mount it at /sys/fs/cgroup/unified)")
+    return mount  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="session")
+def hierarchy(cgroup2: Path) -> Iterator[Hierarchy]:
+    h = Hierarchy(cgroup2, "kubepods")
+    yield h
+    h.cleanup()
+
+
+@pytest.fixture(scope="session")
+def kubepods(hierarchy: Hierarchy) -> KubepodsRoot:
+    return hierarchy.root()
+
+
+@pytest.fixture(scope="session")
+def helper(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cc = need_binary("cc", "apt-get install gcc")
+    out = tmp_path_factory.mktemp("helper") / "helper"
+    subprocess.run([cc, "-O2", "-Wall", "-Werror", "-o", str(out), str(HELPER_C)], check=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def bcc_collector(kubepods: KubepodsRoot) -> Iterator[Collector]:
+    backend = start_backend("bcc", kubepods)
+    yield Collector(backend)
+    backend.close()
+
+
+@pytest.fixture(scope="session")
+def ftrace_collector(kubepods: KubepodsRoot) -> Iterator[Collector]:
+    backend = start_backend("ftrace", kubepods)
+    yield Collector(backend)
+    backend.close()
+
+
+@pytest.fixture(params=["bcc", "ftrace"])
+def collector(request: pytest.FixtureRequest) -> Collector:
+    return request.getfixturevalue(f"{request.param}_collector")
+
+
