@@ -75,7 +75,12 @@ def agent_command() -> list[str]:
 
 @dataclass
 class Hierarchy:
-    """Cgroups made for one test; removed (only those) deepest first."""
+    """Cgroups made for one test; removed (only those) deepest first.
+
+    The pod and container cgroups carry this test's unique ids and must go;
+    kubepods and QoS levels it happened to create may meanwhile hold another
+    run's pods (tests run concurrently on shared machines): removed if empty.
+    """
 
     root: Path
     made: list[Path] = field(default_factory=list)
@@ -89,28 +94,43 @@ class Hierarchy:
                 self.made.append(path)
         return path
 
-    def remove(self) -> None:
+    def remove(self, unique: tuple[str, ...]) -> None:
         left = []
         for path in reversed(self.made):
-            for _ in range(50):  # a just-exited process may still be leaving
-                try:
-                    path.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError as err:
-                    error = err
-                    time.sleep(0.1)
-            else:
+            ours = any(token in path.name.replace("_", "-") for token in unique)
+            error = _rmdir(path, attempts=50 if ours else 1)
+            if error is not None and ours:
                 left.append(f"{path}: {error}")
         assert not left, f"cgroups left behind: {left}"
 
 
+def _rmdir(path: Path, attempts: int) -> OSError | None:
+    """rmdir, retried while a just-exited process may still be leaving the cgroup."""
+    error: OSError | None = None
+    for attempt in range(attempts):
+        try:
+            path.rmdir()
+            return None
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            error = err
+            if attempt + 1 < attempts:
+                time.sleep(0.1)
+    return error
+
+
 @pytest.fixture
-def hierarchy(cgroup2: Path) -> Iterator[Hierarchy]:
+def ids() -> tuple[str, str]:
+    """A pod UID and container ID of this test only."""
+    return str(uuid.uuid4()), uuid.uuid4().hex * 2
+
+
+@pytest.fixture
+def hierarchy(cgroup2: Path, ids: tuple[str, str]) -> Iterator[Hierarchy]:
     made = Hierarchy(cgroup2)
     yield made
-    made.remove()
+    made.remove(ids)
 
 
 @dataclass(frozen=True)
@@ -218,9 +238,10 @@ def test_standalone_traces_containers_and_only_them(
     cgroup2: Path,
     agent_command: list[str],
     hierarchy: Hierarchy,
+    ids: tuple[str, str],
     tmp_path: Path,
 ) -> None:
-    uid, cid = str(uuid.uuid4()), uuid.uuid4().hex * 2
+    uid, cid = ids
     path = layout.container(uid, cid)
     # a program outside kubepods with a name nobody else runs
     outside = tmp_path / f"outside-{uuid.uuid4().hex[:8]}"
