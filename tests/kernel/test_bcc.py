@@ -1,0 +1,161 @@
+"""What only the bcc backend does: open/connect events filtered in kernel, the
+ring-buffer drop counter, the in-kernel container-level rule for systemd-driver
+names, and the kubepods ancestor check for a cgroup put in the traced map."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kernel_support import (
+    Collector,
+    Hierarchy,
+    cgroup_id,
+    have,
+    run_helper,
+    start_backend,
+)
+
+from podtrace_agent.backend import (
+    CgroupEvent,
+    ConnectEvent,
+    ExitEvent,
+    OpenEvent,
+)
+from podtrace_api.nodeconfig import Probe
+from podtrace_api.syscalls import number_of
+
+PYTHON = "/usr/bin/python3"
+
+
+def run_python(
+    collector: Collector, hierarchy: Hierarchy, helper: Path, tmp_path: Path, mask: Probe,
+    code: str, **filters: tuple,
+) -> int:
+    """Run `python3 -S -c code` in a new traced container; its cgroup id once it exited."""
+    have("python3")
+    container = hierarchy.container()
+    cid = cgroup_id(container)
+    collector.backend.trace(cid, hierarchy.rel(container), mask | Probe.EXIT, **filters)
+    run = run_helper(helper, container, 0, (PYTHON, "-S", "-c", code), wait_for_go=False,
+                     tmp_path=tmp_path)
+    assert run.wait() == 0
+    collector.wait_for(lambda e: isinstance(e, ExitEvent) and e.pid == run.pid)
+    return cid
+
+
+def test_open_events_only_under_the_prefixes(
+    bcc_collector: Collector, hierarchy: Hierarchy, helper: Path, tmp_path: Path
+) -> None:
+    code = "open('/etc/hostname').close()\ntry: open('/nonexistent/x')\nexcept OSError: pass"
+    cid = run_python(bcc_collector, hierarchy, helper, tmp_path, Probe.OPEN, code,
+                     open_prefixes=("/etc/hostname", "/nonexistent/"))
+
+    opens = [(e.path, e.comm) for e in bcc_collector.about(cid) if isinstance(e, OpenEvent)]
+    # python's own start-up opens dozens of files; the kernel kept only these.
+    assert opens == [("/etc/hostname", "python3"), ("/nonexistent/x", "python3")]
+
+
+def test_connect_events_only_for_the_ports(
+    bcc_collector: Collector, hierarchy: Hierarchy, helper: Path, tmp_path: Path
+) -> None:
+    code = (
+        "import socket\n"
+        "for fam, addr in ((socket.AF_INET, ('127.0.0.1', 1)), (socket.AF_INET, ('127.0.0.1', 2)),"
+        " (socket.AF_INET6, ('::1', 1))):\n"
+        "    s = socket.socket(fam)\n"
+        "    try: s.connect(addr)\n"
+        "    except OSError: pass\n"
+    )
+    cid = run_python(bcc_collector, hierarchy, helper, tmp_path, Probe.CONNECT, code,
+                     connect_ports=(1,))
+
+    connects = [
+        (e.family, e.address, e.port) for e in bcc_collector.about(cid)
+        if isinstance(e, ConnectEvent)
+    ]
+    assert connects == [(socket.AF_INET, "127.0.0.1", 1), (socket.AF_INET6, "::1", 1)]
+
+
+def test_ancestor_check_ignores_a_traced_cgroup_outside_kubepods(
+    bcc_collector: Collector, hierarchy: Hierarchy, helper: Path, tmp_path: Path
+) -> None:
+    outside = hierarchy.outside()
+    oid = cgroup_id(outside)
+    bcc_collector.backend.trace(oid, hierarchy.rel(outside), Probe.SYSCALLS | Probe.EXEC)
+    try:
+        assert run_helper(helper, outside, 1000, wait_for_go=False, tmp_path=tmp_path).wait() == 0
+        assert bcc_collector.backend.syscall_counts()[oid] == {}
+    finally:
+        bcc_collector.backend.untrace(oid)
+
+
+@pytest.fixture
+def private_kubepods(cgroup2: Path) -> Iterator[Hierarchy]:
+    """A kubepods of its own, so that nothing else happens below it."""
+    h = Hierarchy(cgroup2, f"podtrace-kt-{uuid.uuid4().hex[:8]}.slice", qos="")
+    yield h
+    h.cleanup()
+
+
+def test_ring_buffer_drops_are_counted(
+    private_kubepods: Hierarchy, helper: Path, tmp_path: Path
+) -> None:
+    execs = 40
+    root = private_kubepods.root()
+    backend = start_backend("bcc", root, ringbuf_pages=1)  # 4 KiB: ~13 exec records
+    try:
+        container = private_kubepods.container()  # mkdir events: pod and container
+        backend.trace(cgroup_id(container), private_kubepods.rel(container), Probe.EXEC)
+        loop = f"i=0; while [ $i -lt {execs} ]; do /bin/true; i=$((i+1)); done"
+        run = run_helper(helper, container, 0, ("/bin/sh", "-c", loop), wait_for_go=False,
+                         tmp_path=tmp_path)
+        assert run.wait() == 0  # nothing polled meanwhile: the buffer overflows
+        while backend.poll(0.2):
+            pass
+        stats = backend.stats()
+        assert stats.events_dropped > 0
+        assert stats.events_seen + stats.events_dropped == 2 + 1 + execs  # mkdirs, sh, trues
+    finally:
+        backend.close()
+
+
+def test_container_level_rule_with_systemd_names(
+    private_kubepods: Hierarchy, helper: Path, tmp_path: Path
+) -> None:
+    root = private_kubepods.root()
+    base = private_kubepods.cgroup2 / root.path
+    backend = start_backend("bcc", root)
+    collector = Collector(backend)
+    try:
+        uid = str(uuid.uuid4()).replace("-", "_")
+        scope = f"cri-containerd-{uuid.uuid4().hex * 2}.scope"
+        paths = {
+            "qos": base / "kubepods-besteffort.slice",
+            "pod": base / "kubepods-besteffort.slice" / f"kubepods-besteffort-pod{uid}.slice",
+            "guaranteed pod": base / f"kubepods-pod{uid}.slice",
+        }
+        paths["container"] = paths["pod"] / scope
+        paths["guaranteed container"] = paths["guaranteed pod"] / scope
+        for path in paths.values():
+            private_kubepods.mkdir(path)
+        ids = {name: cgroup_id(path) for name, path in paths.items()}
+        for cid in ids.values():
+            collector.wait_for(lambda e, c=cid: isinstance(e, CgroupEvent) and e.cgroup_id == c)
+
+        traced = {
+            name: next(e.traced for e in collector.about(cid) if isinstance(e, CgroupEvent))
+            for name, cid in ids.items()
+        }
+        assert traced == {
+            "qos": False, "pod": False, "guaranteed pod": False,
+            "container": True, "guaranteed container": True,
+        }
+        run = run_helper(helper, paths["container"], 123, wait_for_go=False, tmp_path=tmp_path)
+        assert run.wait() == 0
+        assert backend.syscall_counts()[ids["container"]][number_of("getppid")] == 123
+    finally:
+        backend.close()
