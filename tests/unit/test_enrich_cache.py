@@ -3,6 +3,7 @@ recording stand-in for the two CRI calls (the real runtime is in tests/runtime).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 
 import pytest
@@ -109,18 +110,31 @@ def test_a_sandbox_is_recognised() -> None:
     assert runtime.calls == [("ContainerStatus", SID), ("PodSandboxStatus", SID)]
 
 
-def test_unknown_ids_are_remembered_for_the_negative_ttl() -> None:
+def test_unknown_ids_are_asked_again_with_backoff_up_to_the_negative_ttl() -> None:
     runtime, clock = Runtime(containers=set(), sandboxes=set()), Clock()
-    e = enricher(runtime, clock, negative_ttl=5.0)
-    for _ in range(100):  # a storm of events from one unknown cgroup
+    e = enricher(runtime, clock, negative_ttl=2.0)
+    asked_at = []
+    for _ in range(100):  # a storm of events from one unknown cgroup, for 10 s
+        before = len(runtime.calls)
         found = e.lookup(CID, PATH)
+        if len(runtime.calls) > before:
+            asked_at.append(clock.now - 1000.0)
+        clock.now += 0.1
     assert found.source is IdentitySource.CGROUP_PATH and found.pod_uid == UID
     assert "knows no container or pod sandbox" in found.reason and E in found.reason
-    assert len(runtime.calls) == 2
-    runtime.containers.add(CID)  # the container shows up (created after its cgroup)
-    clock.now += 5.0
+    # 0.25 s, then 0.5, 1, 2 (the cap), 2, ...: each ask is ContainerStatus + PodSandboxStatus.
+    gaps = [round(b - a, 1) for a, b in itertools.pairwise(asked_at)]
+    assert gaps[:4] == [0.3, 0.5, 1.0, 2.0] and set(gaps[3:]) == {2.0}
+    assert len(runtime.calls) == 2 * len(asked_at) < 20
+
+
+def test_a_container_registered_after_its_cgroup_is_named_soon_after() -> None:
+    runtime, clock = Runtime(containers=set()), Clock()
+    e = enricher(runtime, clock)
+    assert e.lookup(CID, PATH).source is IdentitySource.CGROUP_PATH
+    runtime.containers.add(CID)  # CRI registers it once RunPodSandbox/CreateContainer returns
+    clock.now += 0.25
     assert e.lookup(CID, PATH).source is IdentitySource.CRI
-    assert len(runtime.calls) == 3
 
 
 def test_an_unreachable_runtime_is_not_asked_again_until_the_retry_interval() -> None:

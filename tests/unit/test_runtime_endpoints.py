@@ -18,6 +18,7 @@ from podtrace_agent.cri.endpoints import (
     cri_reason,
     endpoint_url,
     http_reason,
+    invalid_endpoints,
     path_reason,
     under_host_root,
 )
@@ -83,6 +84,14 @@ def test_endpoint_url(given: str, url: str) -> None:
 def test_endpoint_url_rejects_what_is_not_an_absolute_unix_socket(bad: str) -> None:
     with pytest.raises(ValueError, match="runtime endpoint"):
         endpoint_url(bad)
+
+
+def test_invalid_configured_endpoints_are_reported_not_tried() -> None:
+    configured = ["tcp://10.0.0.1:1234", "/run/x.sock"]
+    assert candidate_endpoints(configured, None)[0] == "unix:///run/x.sock"
+    (bad,) = invalid_endpoints(configured)
+    assert bad.endpoint == "tcp://10.0.0.1:1234"
+    assert "expected an absolute socket path or unix:///path" in bad.reason
 
 
 def test_a_socket_has_no_path_problem() -> None:

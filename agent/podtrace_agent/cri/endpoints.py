@@ -73,11 +73,24 @@ def under_host_root(endpoint: str, host_root: str | None) -> str | None:
     return endpoint_url(posixpath.join(host_root, socket_path(endpoint).lstrip("/")))
 
 
+def invalid_endpoints(configured: Sequence[str]) -> list[Candidate]:
+    """The configured endpoints that are not unix sockets, with the reason."""
+    invalid = []
+    for endpoint in configured:
+        try:
+            endpoint_url(endpoint)
+        except ValueError as exc:
+            invalid.append(Candidate(endpoint, str(exc)))
+    return invalid
+
+
 def candidate_endpoints(configured: Sequence[str], host_root: str | None) -> list[str]:
     """Every endpoint to try, in order, without duplicates: each configured one,
-    then each known socket; each as given, then under the host root."""
+    then each known socket; each as given, then under the host root. Invalid
+    configured endpoints are left out (see `invalid_endpoints`)."""
+    bad = {c.endpoint for c in invalid_endpoints(configured)}
     ordered: list[str] = []
-    for endpoint in [*configured, *(path for path, _ in KNOWN_SOCKETS)]:
+    for endpoint in [*(e for e in configured if e not in bad), *(p for p, _ in KNOWN_SOCKETS)]:
         for candidate in (endpoint_url(endpoint), under_host_root(endpoint, host_root)):
             if candidate is not None and candidate not in ordered:
                 ordered.append(candidate)

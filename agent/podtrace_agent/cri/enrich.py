@@ -9,10 +9,13 @@ path's identity, marked as such, when the runtime cannot answer.
 A container's identity never changes while its ID lives, so answers from CRI are
 kept (bounded LRU) until `forget` (its cgroup went away) or eviction. A miss asks
 the runtime: ContainerStatus, then PodSandboxStatus (a sandbox's "pause"
-container has a cgroup too). An ID the runtime does not know is remembered for
-`negative_ttl` seconds, so a burst of events from one unknown cgroup costs one
-pair of calls. When the runtime is unreachable, calls stop for `retry_interval`
-seconds; until then every miss gets the cgroup-path identity with the reason.
+container has a cgroup too). An ID the runtime does not know is asked about
+again after 0.25 s, then after twice as long each time, up to `negative_ttl`
+seconds: a burst of events from one unknown cgroup costs a few pairs of calls,
+while a cgroup seen before its runtime registered it (containerd creates a
+sandbox's cgroup before RunPodSandbox returns) is named soon after. When the
+runtime is unreachable, calls stop for `retry_interval` seconds; until then
+every miss gets the cgroup-path identity with the reason.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import api_pb2
@@ -37,7 +41,17 @@ from .errors import CallTimeout, CRIError, NotFound, RuntimeUnavailable
 
 DEFAULT_CAPACITY = 4096
 DEFAULT_NEGATIVE_TTL_S = 5.0
+FIRST_RETRY_S = 0.25
 DEFAULT_RETRY_INTERVAL_S = 1.0
+
+
+@dataclass(frozen=True)
+class _Miss:
+    """Why CRI had no answer for an ID, when to ask again, and how often it missed."""
+
+    reason: str
+    retry_at: float
+    misses: int
 
 
 class StatusSource(Protocol):
@@ -77,7 +91,7 @@ class Enricher:
         self._unavailable_reason = unavailable_reason
         self._parse_path = parse_path or _default_path_parser()
         self._known: LRU[str, Enrichment] = LRU(capacity)
-        self._unknown: LRU[str, str] = LRU(capacity)  # ID → why CRI has no answer
+        self._unknown: LRU[str, _Miss] = LRU(capacity)
         self._negative_ttl = negative_ttl
         self._retry_interval = retry_interval
         self._clock = clock
@@ -102,11 +116,14 @@ class Enricher:
             known = self._known.get(container_id, now)
             if known is not None:
                 return known
-            reason = self._unknown.get(container_id, now)
-            if reason is None:
-                reason = self._ask_runtime(container_id, now)
-                if isinstance(reason, Enrichment):
-                    return reason
+            miss = self._unknown.get(container_id)
+            if miss is not None and now < miss.retry_at:
+                reason = miss.reason
+            else:
+                answer = self._ask_runtime(container_id, now, miss)
+                if isinstance(answer, Enrichment):
+                    return answer
+                reason = answer
         identity = self._parse_path(cgroup_path) if cgroup_path else None
         return from_path_identity(container_id, identity, cgroup_path, reason)
 
@@ -123,7 +140,7 @@ class Enricher:
 
     # --- the runtime ---------------------------------------------------------------------------
 
-    def _ask_runtime(self, container_id: str, now: float) -> Enrichment | str:
+    def _ask_runtime(self, container_id: str, now: float, miss: _Miss | None) -> Enrichment | str:
         """The enrichment from CRI (cached), or why there is none."""
         if self._runtime is None:
             return self._unavailable_reason
@@ -136,18 +153,22 @@ class Enricher:
             self._down_reason = f"runtime unreachable: {exc}"
             return self._down_reason
         except CRIError as exc:
-            reason = f"runtime error: {exc}"
-            self._unknown.put(container_id, reason, now=now, ttl=self._negative_ttl)
-            return reason
+            return self._remember_miss(container_id, f"runtime error: {exc}", now, miss)
         if found is None:
             reason = (
                 f"the runtime at {self._runtime.endpoint} knows no container or pod sandbox "
-                f"{container_id} (removed already, or not a CRI container)"
+                f"{container_id} (not registered yet, removed already, or not a CRI container)"
             )
-            self._unknown.put(container_id, reason, now=now, ttl=self._negative_ttl)
-            return reason
+            return self._remember_miss(container_id, reason, now, miss)
+        self._unknown.pop(container_id)
         self._known.put(container_id, found)
         return found
+
+    def _remember_miss(self, container_id: str, reason: str, now: float, miss: _Miss | None) -> str:
+        misses = 1 if miss is None else miss.misses + 1
+        wait = min(self._negative_ttl, FIRST_RETRY_S * 2 ** (misses - 1))
+        self._unknown.put(container_id, _Miss(reason, now + wait, misses))
+        return reason
 
     def _fetch(self, runtime: StatusSource, container_id: str) -> Enrichment | None:
         self.calls += 1

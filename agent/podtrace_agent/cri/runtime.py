@@ -29,6 +29,7 @@ from .endpoints import (
     classify_http,
     cri_reason,
     http_reason,
+    invalid_endpoints,
     path_reason,
     socket_path,
 )
@@ -125,7 +126,7 @@ def discover_runtime(
 ) -> RuntimeReport:
     """Try configured endpoints, then the known sockets (each also under `host_root`);
     the first that serves CRI is chosen, every one tried before it is reported."""
-    tried: list[Candidate] = []
+    tried: list[Candidate] = invalid_endpoints(configured)
     for endpoint in candidate_endpoints(configured, host_root):
         found, reason = probe(endpoint, timeout)
         if found is not None:
