@@ -142,8 +142,9 @@ class Containerd:
         disabled_plugins: Sequence[str] = (),
     ) -> None:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="podtrace-cd-"))
-        # A unix socket path must fit in 108 bytes.
         self.socket = self.workdir / "containerd.sock"
+        if len(os.fsencode(self.socket)) >= 108:  # sockaddr_un.sun_path, with its NUL
+            raise ValueError(f"{self.socket}: too long for a unix socket; use a shorter workdir")
         self.config = self.workdir / "config.toml"
         self.log = self.workdir / "containerd.log"
         self.binary = binary
@@ -175,8 +176,9 @@ class Containerd:
         began = time.monotonic()
         with self.log.open("ab") as out:
             self._proc = subprocess.Popen(
-                # setpriv: containerd dies with the test process, without a
-                # preexec_fn (unsafe once gRPC's threads run).
+                # setpriv: containerd gets SIGTERM when the thread that started it
+                # ends (the test process, normally), without a preexec_fn (unsafe
+                # once gRPC's threads run). Start it from a thread that lives as long.
                 ["setpriv", "--pdeathsig", "TERM", "--", self.binary, "--config", str(self.config)],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
