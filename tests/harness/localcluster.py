@@ -474,13 +474,12 @@ class LocalCluster:
         if problems:
             raise PrerequisiteMissing("local cluster needs: " + "; ".join(problems))
         assert binaries.kubelet is not None
-        busy = foreign_pods(self.cgroup_root)
+        busy = sorted({p.name for p in foreign_pods(self.cgroup_root)})
         if busy:
             raise ClusterError(
-                "processes of pods this kubelet would not know run under its kubepods cgroup "
-                f"(another containerd's, e.g. a concurrent test run's): {busy[0]} and "
-                f"{len(busy) - 1} more; the kubelet kills such orphans, so the cluster does "
-                "not start next to them"
+                f"processes of pods this kubelet would not know run under {self.kubepods}: "
+                f"{', '.join(busy)} (another containerd's, e.g. a concurrent test run's); the "
+                "kubelet kills such orphans, so the cluster does not start next to them"
             )
 
         t = time.monotonic()
@@ -690,6 +689,11 @@ class LocalCluster:
     # -- use --
 
     @property
+    def kubepods(self) -> str:
+        """The kubepods cgroup path (relative to each hierarchy's root), e.g. /kubepods."""
+        return "/" + "/".join(p for p in (self.cgroup_root.strip("/"), "kubepods") if p)
+
+    @property
     def image(self) -> str:
         return self.image_name
 
@@ -878,6 +882,17 @@ def _is_not_shim(pid: int) -> bool:
 # --- pytest ----------------------------------------------------------------------------------
 
 
+def wait_for_quiet_kubepods(cgroup_root: str, timeout: float) -> list[Path]:
+    """Wait up to `timeout` s for foreign pods under this kubepods to go (e.g. a concurrent
+    runtime-tier run finishing); returns the pod cgroups still busy."""
+    deadline = time.monotonic() + timeout
+    busy = foreign_pods(cgroup_root)
+    while busy and time.monotonic() < deadline:
+        time.sleep(1.0)
+        busy = foreign_pods(cgroup_root)
+    return busy
+
+
 def cluster_for_tests() -> Iterator[LocalCluster]:
     """Body of a pytest fixture: skip (fail under PODTRACE_REQUIRE_ALL=1) when the host
     lacks what the cluster needs, else yield a started cluster and tear it down after.
@@ -885,6 +900,9 @@ def cluster_for_tests() -> Iterator[LocalCluster]:
         @pytest.fixture(scope="package")
         def local_cluster() -> Iterator[LocalCluster]:
             yield from cluster_for_tests()
+
+    PODTRACE_CLUSTER_CGROUP_ROOT (default /) moves the kubelet's kubepods elsewhere, so
+    a developer can run this tier next to another one that runs pods under /kubepods.
     """
     from harness import prereq
 
@@ -895,7 +913,9 @@ def cluster_for_tests() -> Iterator[LocalCluster]:
     problems = missing_prerequisites(binaries)
     if problems:
         prereq.missing("local cluster needs: " + "; ".join(problems))
-    with LocalCluster(binaries=binaries) as cluster:
+    cgroup_root = os.environ.get("PODTRACE_CLUSTER_CGROUP_ROOT", "/")
+    wait_for_quiet_kubepods(cgroup_root, timeout=180.0)
+    with LocalCluster(binaries=binaries, cgroup_root=cgroup_root) as cluster:
         yield cluster
 
 
