@@ -4,6 +4,7 @@ on the real containerd, in the cgroups a real node gives them."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,9 +51,12 @@ def test_node_is_registered_ready_and_untainted(local_cluster: LocalCluster) -> 
         t["key"] == "node.kubernetes.io/not-ready" for t in node["spec"].get("taints", [])
     )
     info = node["status"]["nodeInfo"]
-    assert info["kubeletVersion"] == "v1.32.13"
-    assert info["containerRuntimeVersion"].startswith("containerd://")
     assert local_cluster.kubelet is not None
+    built = subprocess.run(
+        [str(local_cluster.kubelet.binary), "--version"], capture_output=True, text=True, check=True
+    )
+    assert built.stdout.split()[-1] == info["kubeletVersion"]  # "Kubernetes v1.32.13"
+    assert info["containerRuntimeVersion"].startswith("containerd://")
     addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
     assert addresses["InternalIP"] == local_cluster.kubelet.node_ip
 

@@ -304,11 +304,26 @@ def remove_empty_qos_cgroups(cgroup_root: str = "/") -> None:
                     d.rmdir()
 
 
+def _kubelet_scanned_mounts() -> list[Path]:
+    """The hierarchies kubelet scans for orphaned pods: the v1 ones where there are any
+    (on a hybrid host it never looks into cgroup2), else cgroup2."""
+    v1, v2 = [], []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fstype = right.split(" ", 1)[0]
+            if fstype == "cgroup":
+                v1.append(Path(left.split(" ")[4]))
+            elif fstype == "cgroup2":
+                v2.append(Path(left.split(" ")[4]))
+    return v1 or v2
+
+
 def foreign_pods(cgroup_root: str = "/") -> list[Path]:
     """Pod cgroups under this kubepods that have processes in them now. The kubelet would
     kill them as orphans, so a cluster refuses to start next to them."""
     busy = []
-    for mount in cgroup_mounts():
+    for mount in _kubelet_scanned_mounts():
         for qos in QOS_DIRS:
             parent = mount / cgroup_root.strip("/") / qos
             if not parent.is_dir():
