@@ -206,6 +206,21 @@ QOS_CGROUPS = frozenset(
 )
 
 
+def below_kubepods(kubepods: KubepodsRootLike, path: str) -> str | None:
+    """`path` (relative to the cgroup2 mount) relative to kubepods, or None when
+    it is not strictly below kubepods.
+
+    >>> below_kubepods(KubepodsRoot(Path("/x"), "kubepods", 1, 1), "/kubepods/pod1/c")
+    'pod1/c'
+    >>> below_kubepods(KubepodsRoot(Path("/x"), "kubepods", 1, 1), "kubepods-other/c") is None
+    True
+    """
+    rel, root = path.strip("/"), kubepods.path.strip("/")
+    if not rel.startswith(root + "/"):
+        return None
+    return rel[len(root) + 1 :]
+
+
 def is_container_cgroup(below_kubepods: str) -> bool:
     """Whether a cgroup at `below_kubepods` (the path relative to kubepods) is a
     container's cgroup or nested in one: <qos>/<pod>/<container> or, for
@@ -246,8 +261,9 @@ class Backend(Protocol):
     ) -> None:
         """Trace `cgroup_id` (at `path`, relative to the cgroup2 mount) with `mask`.
 
-        Calling it again updates the mask (counts are kept). Raises CapacityError
-        when the tables are full.
+        Calling it again updates the mask (counts are kept). Raises BackendError
+        for a path not below kubepods, CapacityError when the tables are full.
+        Backends are not thread-safe: call them from one thread.
         """
         ...
 

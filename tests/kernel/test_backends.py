@@ -119,11 +119,8 @@ def test_processes_outside_kubepods_produce_nothing(
 ) -> None:
     outside = hierarchy.outside()
     oid = cgroup_id(outside)
-    if is_bcc(collector):
-        collector.backend.trace(oid, hierarchy.rel(outside), ALL_PROBES)  # in kernel, ignored
-    else:
-        with pytest.raises(BackendError):
-            collector.backend.trace(oid, hierarchy.rel(outside), ALL_PROBES)
+    with pytest.raises(BackendError):
+        collector.backend.trace(oid, hierarchy.rel(outside), ALL_PROBES)
     stray = run_helper(helper, outside, N, wait_for_go=False, tmp_path=tmp_path)
     oid_or_pid = {oid, stray.pid}
     stray.wait()
@@ -133,7 +130,6 @@ def test_processes_outside_kubepods_produce_nothing(
     assert collector.backend.syscall_counts().get(oid, {}) == {}
     strays = [e for e in collector.events if {e.cgroup_id, getattr(e, "pid", 0)} & oid_or_pid]
     assert strays == []
-    collector.backend.untrace(oid)
 
 
 def test_rmdir_is_reported_and_final_counts_kept_once(

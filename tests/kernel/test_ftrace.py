@@ -85,7 +85,8 @@ def test_stale_instances_are_removed_and_close_cleans_up(kubepods: KubepodsRoot)
     live_owner.create()
     try:
         backend = start_backend("ftrace", kubepods)
-        ours = f"podtrace-{os.getpid()}-"
+        assert isinstance(backend, FtraceBackend)
+        ours = backend.instance_prefix
         names = {i.name for i in instances(tracefs, "podtrace-")}
         assert dead_owner.name not in names
         assert live_owner.name in names

@@ -28,6 +28,7 @@ from ..backend import (
     Event,
     KubepodsRootLike,
     MapStat,
+    below_kubepods,
 )
 from ..ftrace.tracefs import TracefsError, event_fields, find_tracefs
 from . import btf
@@ -223,6 +224,8 @@ class BccBackend:
         open_prefixes: tuple[str, ...] = (),
         connect_ports: tuple[int, ...] = (),
     ) -> None:
+        if below_kubepods(self.kubepods, path) is None:
+            raise BackendError(f"{path} is not below {self.kubepods.path}")
         traced = self._table("traced")
         key = ctypes.c_uint64(cgroup_id)
         prefix_bits = self._acquire_prefixes(open_prefixes)

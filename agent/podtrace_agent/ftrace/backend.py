@@ -1,10 +1,11 @@
 """The ftrace backend: the Backend interface without eBPF.
 
-Per traced cgroup an ftrace instance `podtrace-<agent pid>-<cgroup id>` whose
+Per traced cgroup an ftrace instance `podtrace-<pid>-<n>-<cgroup id>` (pid
+of the agent, n counts backends within it) whose
 `set_event_pid` holds the cgroup's threads (from cgroup.threads) and, with
 options/event-fork, every task they fork; events raw_syscalls/sys_enter
 (counted by id), sched/sched_process_{exec,exit,fork}. One more instance,
-`podtrace-<agent pid>-watch`, carries cgroup/cgroup_{mkdir,rmdir,attach_task}
+`podtrace-<pid>-<n>-watch`, carries cgroup/cgroup_{mkdir,rmdir,attach_task}
 filtered to cgroup2 paths below kubepods: new containers are noticed from the
 kernel's own events, and a task moved into a traced cgroup (runc init,
 `kubectl exec`) joins its pid filter.
@@ -20,13 +21,15 @@ Limits, all inherent to ftrace:
   lost event is counted (per-CPU overrun + dropped events) in stats();
 - uid and ppid come from /proc (when a pid joins) and from fork events;
 - OPEN and CONNECT are not supported (syscall events give user pointers,
-  not strings): those probe bits are ignored.
+  not strings): those probe bits are ignored;
+- a task moved out of a traced cgroup stays in its pid filter until it exits.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import queue
 import select
@@ -48,12 +51,14 @@ from ..backend import (
     ExitEvent,
     KubepodsRootLike,
     MapStat,
+    below_kubepods,
     is_container_cgroup,
 )
 from . import parse
 from .tracefs import Instance, TracefsError, find_tracefs, instances
 
 PREFIX = "podtrace-"
+_backend_numbers = itertools.count()
 READ_SIZE = 1 << 16
 POLL_MS = 50
 
@@ -102,7 +107,7 @@ class FtraceBackend:
         self.watch_buffer_kb = watch_buffer_kb
         self._tracefs = tracefs
         self._kubepods_path = "/" + kubepods.path.strip("/")
-        self._prefix = f"{PREFIX}{os.getpid()}-"
+        self._prefix = f"{PREFIX}{os.getpid()}-{next(_backend_numbers)}-"
         self._lock = threading.RLock()
         self._traced: dict[int, _Traced] = {}
         self._by_fd: dict[int, _Traced | None] = {}  # None: the watcher
@@ -151,11 +156,11 @@ class FtraceBackend:
 
     @staticmethod
     def remove_stale(tracefs: Path) -> list[str]:
-        """Remove podtrace-<pid>-* instances whose agent process is gone (or is us)."""
+        """Remove podtrace-<pid>-* instances whose agent process is gone."""
         removed = []
         for instance in instances(tracefs, PREFIX):
             owner = instance.name[len(PREFIX) :].split("-", 1)[0]
-            if owner.isdigit() and (int(owner) == os.getpid() or not _alive(int(owner))):
+            if owner.isdigit() and not _alive(int(owner)):
                 with contextlib.suppress(OSError):
                     instance.remove()
                     removed.append(instance.name)
@@ -171,9 +176,9 @@ class FtraceBackend:
         open_prefixes: tuple[str, ...] = (),
         connect_ports: tuple[int, ...] = (),
     ) -> None:
-        rel = path.strip("/")
-        if not rel.startswith(self.kubepods.path.strip("/") + "/"):
+        if below_kubepods(self.kubepods, path) is None:
             raise BackendError(f"{path} is not below {self.kubepods.path}")
+        rel = path.strip("/")
         with self._lock:
             traced = self._traced.get(cgroup_id)
             if traced is None:
@@ -338,7 +343,7 @@ class FtraceBackend:
         if cg is None or line.event not in ("cgroup_mkdir", "cgroup_rmdir"):
             return
         rel = cg.path.lstrip("/")
-        below = rel[len(self.kubepods.path.strip("/")) + 1 :]
+        below = below_kubepods(self.kubepods, rel) or ""
         traced_now = False
         if line.event == "cgroup_mkdir":
             mask = self.options.auto_trace_mask
@@ -420,6 +425,11 @@ class FtraceBackend:
                     timestamp_ns=line.timestamp_ns,
                 )
             )
+
+    @property
+    def instance_prefix(self) -> str:
+        """The name prefix of this backend's instances under tracefs/instances."""
+        return self._prefix
 
     def pid_filter(self, cgroup_id: int) -> set[int]:
         """The thread ids in the set_event_pid of `cgroup_id`'s instance (empty if
