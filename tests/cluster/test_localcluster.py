@@ -122,3 +122,20 @@ def test_new_namespace_gets_its_service_account_and_token(local_cluster: LocalCl
     assert done.returncode == 0, done.stderr
     local_cluster.wait_pod("token", "shop", phase="Succeeded", timeout=60)
     assert local_cluster.kubectl("logs", "-n", "shop", "token").stdout == "shop"
+
+
+def test_localhost_seccomp_profile_is_enforced(local_cluster: LocalCluster) -> None:
+    # Where a generated profile goes for `seccompProfile: {type: Localhost}` to find it.
+    local_cluster.seccomp_dir.mkdir(parents=True, exist_ok=True)
+    profile = {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}],
+    }
+    (local_cluster.seccomp_dir / "deny-mkdir.json").write_text(json.dumps(profile))
+    confined = {"seccompProfile": {"type": "Localhost", "localhostProfile": "deny-mkdir.json"}}
+    command = ["sh", "-c", "mkdir /tmp/x 2>/dev/null && echo made || echo denied"]
+    for name, extra in (("free", {}), ("confined", {"securityContext": confined})):
+        _apply(local_cluster, local_cluster.pod_manifest(name, command, extra_spec=extra))
+    for name, expected in (("free", "made\n"), ("confined", "denied\n")):
+        local_cluster.wait_pod(name, phase="Succeeded", timeout=60)
+        assert local_cluster.kubectl("logs", name).stdout == expected

@@ -644,6 +644,7 @@ class LocalCluster:
             "PODTRACE_TEST_IMAGE": self.image_name,
             "PODTRACE_KUBECTL": str(self.apiserver.binaries.kubectl if self.apiserver else ""),
             "PODTRACE_CLUSTER_STATE": str(self.state_dir),
+            "PODTRACE_SECCOMP_DIR": str(self.seccomp_dir),
         }
         lines = [f"{k}={_shell_quote(v)}" for k, v in env.items()]
         (self.state_dir / ENV_FILE).write_text(
@@ -707,6 +708,11 @@ class LocalCluster:
     def kubepods(self) -> str:
         """The kubepods cgroup path (relative to each hierarchy's root), e.g. /kubepods."""
         return "/" + "/".join(p for p in (self.cgroup_root.strip("/"), "kubepods") if p)
+
+    @property
+    def seccomp_dir(self) -> Path:
+        """Where `localhost/<name>` seccomp profiles are looked up: <kubelet root>/seccomp."""
+        return self.state_dir / "kubelet" / "root" / "seccomp"
 
     @property
     def image(self) -> str:
