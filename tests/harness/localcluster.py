@@ -506,9 +506,9 @@ class LocalCluster:
         pki = make_kubelet_client_pki(self.state_dir / "pki")
         self._say("starting etcd + kube-apiserver")
         self.apiserver = LocalAPIServer(binaries, extra_apiserver_args=apiserver_args(pki))
-        self._save_record(
-            apiserver_dirs=[str(self.apiserver.workdir), str(self.apiserver._etcd_dir)]
-        )
+        # Their temporary dirs, for a sweep after a crash (etcd's is not public).
+        dirs = [self.apiserver.workdir, getattr(self.apiserver, "_etcd_dir", None)]
+        self._save_record(apiserver_dirs=[str(d) for d in dirs if d is not None])
         self.apiserver.start()
         shutil.copyfile(self.apiserver.kubeconfig, self.kubeconfig)
         self.kubeconfig.chmod(0o600)
