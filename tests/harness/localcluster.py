@@ -918,9 +918,13 @@ def cluster_for_tests() -> Iterator[LocalCluster]:
     """Body of a pytest fixture: skip (fail under PODTRACE_REQUIRE_ALL=1) when the host
     lacks what the cluster needs, else yield a started cluster and tear it down after.
 
-        @pytest.fixture(scope="package")
+        @pytest.fixture(scope="module")
         def local_cluster() -> Iterator[LocalCluster]:
             yield from cluster_for_tests()
+
+    Not session scope: while the kubelet runs it kills the runtime tier's pods under
+    /kubepods, and that tier runs later in the same session (a package scope ends with
+    the directory only where it has an __init__.py). Bring-up takes about 8 s.
 
     PODTRACE_CLUSTER_CGROUP_ROOT (default /) moves the kubelet's kubepods elsewhere, so
     a developer can run this tier next to another one that runs pods under /kubepods.
