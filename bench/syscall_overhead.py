@@ -102,11 +102,18 @@ class Toggle:
             return
         self.on = on
         if isinstance(self.backend, BccBackend):
-            bpf, tp = self.backend._bpf, b"raw_syscalls:sys_enter"
-            if on:
-                bpf.attach_tracepoint(tp=tp, fn_name=b"tracepoint__raw_syscalls__sys_enter")
+            bpf = self.backend._bpf
+            raw = b"raw_tracepoint__sys_enter" in bpf.funcs
+            if on and raw:
+                bpf.attach_raw_tracepoint(tp=b"sys_enter", fn_name=b"raw_tracepoint__sys_enter")
+            elif on:
+                bpf.attach_tracepoint(
+                    tp=b"raw_syscalls:sys_enter", fn_name=b"tracepoint__raw_syscalls__sys_enter"
+                )
+            elif raw:
+                bpf.detach_raw_tracepoint(b"sys_enter")
             else:
-                bpf.detach_tracepoint(tp)
+                bpf.detach_tracepoint(b"raw_syscalls:sys_enter")
         elif isinstance(self.backend, FtraceBackend):
             for traced in self.backend._traced.values():
                 traced.instance.set("events/raw_syscalls/sys_enter/enable", "1" if on else "0")

@@ -166,3 +166,32 @@ def test_container_level_rule_with_systemd_names(
         assert backend.syscall_counts()[ids["container"]][number_of("getppid")] == 123
     finally:
         backend.close()
+
+
+def test_without_btf_the_classic_tracepoint_counts_the_same(
+    private_kubepods: Hierarchy, helper: Path, tmp_path: Path
+) -> None:
+    """No BTF offsets: raw_syscalls:sys_enter with its args[], no ppid, no exit code."""
+    root = private_kubepods.root()
+    backend = start_backend("bcc", root, use_btf=False)
+    collector = Collector(backend)
+    try:
+        assert b"tracepoint__raw_syscalls__sys_enter" in backend._bpf.funcs  # type: ignore[attr-defined]
+        container = private_kubepods.container()
+        cid = cgroup_id(container)
+        backend.trace(cid, private_kubepods.rel(container),
+                      Probe.SYSCALLS | Probe.EXEC | Probe.EXIT | Probe.OPEN,
+                      open_prefixes=("/etc/hostname",))
+        code = "open('/etc/hostname').close()"
+        run = run_helper(helper, container, 321, (PYTHON, "-S", "-c", code), wait_for_go=False,
+                         tmp_path=tmp_path)
+        assert run.wait() == 0
+        exit_event = collector.wait_for(lambda e: isinstance(e, ExitEvent) and e.pid == run.pid)
+
+        assert backend.syscall_counts()[cid][number_of("getppid")] == 321
+        assert isinstance(exit_event, ExitEvent)
+        assert (exit_event.ppid, exit_event.exit_code) == (None, None)
+        opens = [e.path for e in collector.about(cid) if isinstance(e, OpenEvent)]
+        assert opens == ["/etc/hostname"]
+    finally:
+        backend.close()

@@ -75,8 +75,15 @@ def test_missing_member_and_bitfield_are_errors(blob: bytes) -> None:
         btf.member_offsets(b"\0" * 24, "task_struct", ["tgid"])
 
 
+def test_program_offsets_take_each_struct_whole(blob: bytes) -> None:
+    # task_struct is complete in the blob; pt_regs is missing, so no PT_REGS_* knob.
+    assert btf.program_offsets(blob) == {
+        "TASK_REAL_PARENT_OFF": 24, "TASK_TGID_OFF": 8, "TASK_EXIT_CODE_OFF": 16,
+    }
+
+
 @pytest.mark.skipif(not btf.VMLINUX.exists(), reason="no /sys/kernel/btf/vmlinux")
 def test_running_kernel() -> None:
-    offsets = btf.task_offsets(Path(btf.VMLINUX))
-    assert set(offsets) == {"real_parent", "tgid", "exit_code"}
-    assert all(0 < v < 16384 for v in offsets.values())
+    offsets = btf.program_offsets(Path(btf.VMLINUX).read_bytes())
+    assert set(offsets) == set(btf.OFFSETS)
+    assert all(0 <= v < 16384 for v in offsets.values())

@@ -96,7 +96,7 @@ def test_cflags() -> None:
         BackendOptions(auto_trace_mask=Probe.SYSCALLS | Probe.EXEC, max_traced=64),
         ringbuf_pages=8,
         syscalls={"open": None, "openat": 257, "connect": 42},
-        task_offsets={"real_parent": 1280, "tgid": 1268, "exit_code": 1164},
+        offsets={"TASK_TGID_OFF": 1268, "PT_REGS_DI_OFF": 112},
         exit_has_group_dead=True,
     )
     assert flags[1:] == [
@@ -109,9 +109,8 @@ def test_cflags() -> None:
         "-DNR_OPEN=-1",
         "-DNR_OPENAT=257",
         "-DNR_CONNECT=42",
-        "-DTASK_REAL_PARENT_OFF=1280",
+        "-DPT_REGS_DI_OFF=112",
         "-DTASK_TGID_OFF=1268",
-        "-DTASK_EXIT_CODE_OFF=1164",
         "-DEXIT_HAS_GROUP_DEAD",
     ]
     assert flags[0].startswith("-I")

@@ -98,6 +98,28 @@ def member_offsets(data: bytes, struct_name: str, members: Iterable[str]) -> dic
     return found
 
 
-def task_offsets(path: Path = VMLINUX) -> dict[str, int]:
-    """Offsets in the running kernel's task_struct of real_parent, tgid and exit_code."""
-    return member_offsets(path.read_bytes(), "task_struct", ("real_parent", "tgid", "exit_code"))
+# The program's offset knobs: macro -> (struct, member).
+OFFSETS = {
+    "TASK_REAL_PARENT_OFF": ("task_struct", "real_parent"),
+    "TASK_TGID_OFF": ("task_struct", "tgid"),
+    "TASK_EXIT_CODE_OFF": ("task_struct", "exit_code"),
+    # x86_64 syscall arguments 0..2 (other architectures: no such members,
+    # and the program falls back to the classic tracepoint's args[]).
+    "PT_REGS_DI_OFF": ("pt_regs", "di"),
+    "PT_REGS_SI_OFF": ("pt_regs", "si"),
+    "PT_REGS_DX_OFF": ("pt_regs", "dx"),
+}
+
+
+def program_offsets(data: bytes) -> dict[str, int]:
+    """The OFFSETS knobs found in `data`, each struct's all or none."""
+    found: dict[str, int] = {}
+    for struct_name in dict.fromkeys(s for s, _ in OFFSETS.values()):
+        macros = {m: member for m, (s, member) in OFFSETS.items() if s == struct_name}
+        try:
+            offsets = member_offsets(data, struct_name, macros.values())
+        except BtfError:
+            continue
+        found |= {macro: offsets[member] for macro, member in macros.items()}
+    return found
+

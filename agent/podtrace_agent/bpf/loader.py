@@ -50,7 +50,7 @@ def program_cflags(
     *,
     ringbuf_pages: int,
     syscalls: dict[str, int | None],
-    task_offsets: dict[str, int] | None,
+    offsets: dict[str, int],
     exit_has_group_dead: bool,
 ) -> list[str]:
     """The knobs of podtrace.c as clang flags (see the list at its top)."""
@@ -66,12 +66,7 @@ def program_cflags(
     for name in ("open", "openat", "connect"):
         number = syscalls.get(name)
         flags.append(f"-DNR_{name.upper()}={-1 if number is None else number}")
-    if task_offsets is not None:
-        flags += [
-            f"-DTASK_REAL_PARENT_OFF={task_offsets['real_parent']}",
-            f"-DTASK_TGID_OFF={task_offsets['tgid']}",
-            f"-DTASK_EXIT_CODE_OFF={task_offsets['exit_code']}",
-        ]
+    flags += [f"-D{macro}={value}" for macro, value in sorted(offsets.items())]
     if exit_has_group_dead:
         flags.append("-DEXIT_HAS_GROUP_DEAD")
     return flags
@@ -153,6 +148,7 @@ class BccBackend:
         options: BackendOptions | None = None,
         *,
         ringbuf_pages: int = 256,
+        use_btf: bool = True,
     ) -> None:
         self.kubepods = kubepods
         self.options = options or BackendOptions()
@@ -165,18 +161,19 @@ class BccBackend:
         self._prefixes = SharedValues[str](C["MAX_PREFIXES"])
         self._ports = SharedValues[int](C["MAX_PORTS"])
         self._last_sweep = 0.0
-        self.ppid_source = ""
+        # Without BTF: no ppid, no exit code, the classic sys_enter tracepoint.
+        self.use_btf = use_btf
 
     # -- setup --------------------------------------------------------------
 
     def cflags(self) -> list[str]:
         """The cflags for this kernel (BTF offsets when the kernel has BTF)."""
-        try:
-            offsets: dict[str, int] | None = btf.task_offsets()
-            self.ppid_source = "btf"
-        except (OSError, btf.BtfError):
-            offsets = None
-            self.ppid_source = "none: no usable /sys/kernel/btf/vmlinux"
+        offsets: dict[str, int] = {}
+        if self.use_btf:
+            try:
+                offsets = btf.program_offsets(btf.VMLINUX.read_bytes())
+            except (OSError, btf.BtfError):
+                offsets = {}
         try:
             group_dead = "group_dead" in event_fields(find_tracefs(), "sched/sched_process_exit")
         except (OSError, TracefsError):
@@ -186,7 +183,7 @@ class BccBackend:
             self.options,
             ringbuf_pages=self.ringbuf_pages,
             syscalls={n: number_of(n) for n in ("open", "openat", "connect")},
-            task_offsets=offsets,
+            offsets=offsets,
             exit_has_group_dead=group_dead,
         )
 

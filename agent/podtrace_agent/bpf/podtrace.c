@@ -6,9 +6,10 @@
  * their own. Wire structs and constants come from events.h.
  *
  * Only tracepoint arguments and helpers are read, never kernel structs through
- * the installed headers (they need not match the running kernel). The two
- * task_struct fields needed (real_parent->tgid, exit_code) are read at byte
- * offsets taken from the running kernel's BTF by the loader (btf.py).
+ * the installed headers (they need not match the running kernel). The
+ * task_struct fields needed (real_parent->tgid, exit_code) and the syscall
+ * argument registers in pt_regs are read at byte offsets taken from the
+ * running kernel's BTF by the loader (btf.py).
  *
  * Knobs (cflags, set by loader.py):
  *   KUBEPODS_ID, KUBEPODS_LEVEL   the kubepods cgroup2 id and depth
@@ -18,6 +19,7 @@
  *   RINGBUF_PAGES                 ring buffer size in pages (power of two)
  *   NR_OPEN, NR_OPENAT, NR_CONNECT, NR_EXIT, NR_EXIT_GROUP  syscall numbers
  *   TASK_REAL_PARENT_OFF, TASK_TGID_OFF, TASK_EXIT_CODE_OFF  (optional, from BTF)
+ *   PT_REGS_DI_OFF, PT_REGS_SI_OFF, PT_REGS_DX_OFF  (optional, from BTF: raw tracepoint)
  *   EXIT_HAS_GROUP_DEAD           sched_process_exit has the group_dead field
  */
 #include "events.h"
@@ -202,9 +204,11 @@ TRACEPOINT_PROBE(cgroup, cgroup_rmdir)
 	return 0;
 }
 
-/* ---- syscalls: raw_syscalls:sys_enter ------------------------------------
- * Format: long id; unsigned long args[6]. One program for counting, opens and
- * connects, so a traced task pays one traced-map lookup per syscall.
+/* ---- syscalls: sys_enter --------------------------------------------------
+ * One program for counting, opens and connects, so a traced task pays one
+ * traced-map lookup per syscall. Attached as the raw tracepoint sys_enter
+ * when the loader found pt_regs offsets in BTF, else as the classic
+ * raw_syscalls:sys_enter (format: long id; unsigned long args[6]).
  */
 
 static __always_inline int prefix_equal(const char *path, struct open_prefix *prefix)
@@ -314,11 +318,26 @@ static __always_inline void on_connect(u64 cgroup_id, struct traced_cgroup *entr
 	events.ringbuf_submit(event, 0);
 }
 
-TRACEPOINT_PROBE(raw_syscalls, sys_enter)
+/* Syscall argument i (0..2) of the hook's source: the saved registers for
+ * the raw tracepoint (x86_64 passes arguments in di, si, dx), the record's
+ * args[] for the classic one. */
+#ifdef PT_REGS_DI_OFF
+static __always_inline unsigned long syscall_arg(const void *regs, int i)
+{
+	unsigned long value = 0;
+	u32 off = i == 0 ? PT_REGS_DI_OFF : i == 1 ? PT_REGS_SI_OFF : PT_REGS_DX_OFF;
+
+	bpf_probe_read_kernel(&value, sizeof(value), regs + off);
+	return value;
+}
+#else
+#define syscall_arg(src, i) (((const unsigned long *)(src))[i])
+#endif
+
+static __always_inline int on_sys_enter(long nr, const void *src)
 {
 	u64 cgroup_id;
 	struct traced_cgroup *entry = current_traced(&cgroup_id);
-	long nr = args->id;
 	u32 mask;
 
 	if (!entry)
@@ -333,13 +352,28 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter)
 			(*count)++;
 	}
 	if ((mask & PROBE_OPEN) && nr == NR_OPENAT)
-		on_open(cgroup_id, entry, (const char *)args->args[1], args->args[2]);
+		on_open(cgroup_id, entry, (const char *)syscall_arg(src, 1), syscall_arg(src, 2));
 	else if ((mask & PROBE_OPEN) && nr == NR_OPEN)
-		on_open(cgroup_id, entry, (const char *)args->args[0], args->args[1]);
+		on_open(cgroup_id, entry, (const char *)syscall_arg(src, 0), syscall_arg(src, 1));
 	else if ((mask & PROBE_CONNECT) && nr == NR_CONNECT)
-		on_connect(cgroup_id, entry, (const void *)args->args[1], args->args[2]);
+		on_connect(cgroup_id, entry, (const void *)syscall_arg(src, 1), syscall_arg(src, 2));
 	return 0;
 }
+
+#ifdef PT_REGS_DI_OFF
+/* The raw tracepoint: sys_enter(struct pt_regs *regs, long id). No trace
+ * record is built before the program runs, so every task outside kubepods
+ * pays less than with the classic tracepoint. */
+RAW_TRACEPOINT_PROBE(sys_enter)
+{
+	return on_sys_enter(ctx->args[1], (const void *)ctx->args[0]);
+}
+#else
+TRACEPOINT_PROBE(raw_syscalls, sys_enter)
+{
+	return on_sys_enter(args->id, args->args);
+}
+#endif
 
 /* ---- processes: sched:sched_process_exec / sched_process_exit ------------
  * exec format: __data_loc char[] filename; pid_t pid; pid_t old_pid.
