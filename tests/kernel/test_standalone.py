@@ -89,7 +89,8 @@ class OwnCgroups:
         left = []
         for path in reversed(self.made):
             ours = any(token in path.name.replace("_", "-") for token in unique)
-            error = _rmdir(path, attempts=50 if ours else 1)
+            # a child's rmdir offlines it asynchronously: its parent is EBUSY for a moment
+            error = _rmdir(path, attempts=50 if ours else 20)
             if error is not None and ours:
                 left.append(f"{path}: {error}")
         assert not left, f"cgroups left behind: {left}"
