@@ -42,6 +42,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import socket
 import subprocess
 import time
@@ -223,9 +224,11 @@ def kubelet_config(
     healthz_port: int,
     client_ca: Path,
     cgroup_root: str = "/",
+    minor: int = 32,
 ) -> dict[str, object]:
-    """The KubeletConfiguration (kubelet.config.k8s.io/v1beta1); see the module docstring."""
-    return {
+    """The KubeletConfiguration (kubelet.config.k8s.io/v1beta1) for a kubelet v1.<minor>;
+    see the module docstring."""
+    config: dict[str, object] = {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
         "kind": "KubeletConfiguration",
         "containerRuntimeEndpoint": runtime_endpoint,
@@ -266,6 +269,20 @@ def kubelet_config(
         "serializeImagePulls": False,
         "registerNode": True,
     }
+    if minor < 31:  # failCgroupV1 came with v1.31; before, cgroup v1 was simply supported
+        del config["failCgroupV1"]
+    return config
+
+
+def kubelet_minor(binary: Path) -> int:
+    """The minor version of a kubelet binary ("Kubernetes v1.32.13" -> 32)."""
+    out = subprocess.run(
+        [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=True
+    ).stdout
+    match = re.search(r"v1\.(\d+)\.", out)
+    if match is None:
+        raise KubeletError(f"{binary} --version said {out!r}")
+    return int(match.group(1))
 
 
 def _host_resolv_conf() -> str:
@@ -344,6 +361,7 @@ class Kubelet:
             healthz_port=self.healthz_port,
             client_ca=self.client_ca,
             cgroup_root=self.cgroup_root,
+            minor=kubelet_minor(self.binary),
         )
         self.paths.config.write_text(json.dumps(config, indent=2) + "\n")
 
