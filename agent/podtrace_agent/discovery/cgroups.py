@@ -119,9 +119,10 @@ def host_namespace(cgroup2: str, mount_root: str, root_inode: int) -> tuple[bool
 
     Its root directory is inode 1 only then; inside a cgroup namespace or for a
     bind mount of a sub-cgroup the ids still are host ids, but kubepods is out of
-    sight and paths and levels are relative to the namespace.
+    sight and paths and levels are relative to the namespace. mount_root (from
+    mountinfo) only tells the two apart in the message.
     """
-    if root_inode == ROOT_INODE and mount_root == "/":
+    if root_inode == ROOT_INODE:
         return True, None
     seen = f"its root directory is inode {root_inode}, not {ROOT_INODE}"
     if mount_root != "/":
