@@ -66,45 +66,91 @@ class Overflow:
         return bool(self.targets or self.sources)
 
 
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node's compiled spec, with what had to be cut and the targets per source."""
+
+    wire: WireSpec
+    overflow: Overflow
+    counts: Mapping[str, int]  # source id → targets on this node
+
+
+@dataclass(frozen=True)
+class PodTargets:
+    """The targets one pod contributes, and how many of them each source has."""
+
+    targets: list[dict[str, Any]]
+    counts: dict[str, int]
+
+
+def pod_targets(pod: PodRecord, ids: Iterable[str], sources: Mapping[str, Source]) -> PodTargets:
+    """A pod's targets: each container with the sorted ids of the sources that take it."""
+    # Most sources take every container: sort once per pod, not per container.
+    everywhere = sorted(i for i in ids if not sources[i].containers)
+    named = [i for i in ids if sources[i].containers]
+    counts = dict.fromkeys(everywhere, len(pod.containers))
+    targets = []
+    for container in pod.containers:
+        wanted = everywhere
+        if named:
+            extra = [i for i in named if container in sources[i].containers]
+            if extra:
+                wanted = sorted(everywhere + extra)
+                for i in extra:
+                    counts[i] = counts.get(i, 0) + 1
+        if wanted:
+            targets.append({
+                "podUid": pod.uid, "container": container,
+                "namespace": pod.namespace, "pod": pod.name,
+                "sources": wanted[:MAX_SOURCES_PER_TARGET],
+            })  # fmt: skip
+    return PodTargets(targets, counts)
+
+
 def build_spec(
     selected: Iterable[tuple[PodRecord, Iterable[str]]],
     sources: Mapping[str, Source],
-) -> tuple[WireSpec, Overflow]:
+) -> NodeSpec:
     """One node's spec from its pods and the ids of the sources selecting each.
 
     Deterministic whatever the input order: targets sorted by (pod UID,
     container), sources by id, each target's source ids sorted.
     """
+    return assemble((pod_targets(pod, ids, sources) for pod, ids in selected), sources)
+
+
+def assemble(parts: Iterable[PodTargets], sources: Mapping[str, Source]) -> NodeSpec:
+    """One node's spec from its pods' targets: sorted, and cut to the CRD bounds."""
     targets: list[dict[str, Any]] = []
-    for pod, ids in selected:
-        chosen = sorted(ids)
-        for container in pod.containers:
-            wanted = [i for i in chosen if sources[i].selects_container(container)]
-            if wanted:
-                targets.append(
-                    {
-                        "podUid": pod.uid,
-                        "container": container,
-                        "namespace": pod.namespace,
-                        "pod": pod.name,
-                        "sources": wanted[:MAX_SOURCES_PER_TARGET],
-                    }
-                )
+    counts: dict[str, int] = {}
+    for part in parts:
+        targets += part.targets
+        for i, n in part.counts.items():
+            counts[i] = counts.get(i, 0) + n
     targets.sort(key=lambda t: (t["podUid"], t["container"]))
-    dropped_targets = max(0, len(targets) - MAX_TARGETS)
+    overflow = Overflow(
+        targets=max(0, len(targets) - MAX_TARGETS),
+        sources=max(0, len(counts) - MAX_SOURCES),
+    )
+    if overflow or any(len(t["sources"]) == MAX_SOURCES_PER_TARGET for t in targets):
+        targets, counts = _cut(targets)
+    spec = {"sources": [sources[i].wire for i in sorted(counts)], "targets": targets}
+    return NodeSpec(spec, overflow, counts)
+
+
+def _cut(targets: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Keep the first MAX_TARGETS targets and MAX_SOURCES source ids (in sort order)."""
     targets = targets[:MAX_TARGETS]
-    used = sorted({i for t in targets for i in t["sources"]})
-    dropped_sources = max(0, len(used) - MAX_SOURCES)
-    if dropped_sources:
-        kept = set(used[:MAX_SOURCES])
-        targets = [
-            {**t, "sources": [i for i in t["sources"] if i in kept]}
-            for t in targets
-            if kept.intersection(t["sources"])
-        ]
-        used = sorted(kept)
-    spec = {"sources": [sources[i].wire for i in used], "targets": targets}
-    return spec, Overflow(targets=dropped_targets, sources=dropped_sources)
+    kept = set(sorted({i for t in targets for i in t["sources"]})[:MAX_SOURCES])
+    cut = []
+    counts: dict[str, int] = {}
+    for t in targets:
+        ids = [i for i in t["sources"] if i in kept]
+        if ids:
+            cut.append({**t, "sources": ids})
+            for i in ids:
+                counts[i] = counts.get(i, 0) + 1
+    return cut, counts
 
 
 def compile_cluster(
@@ -124,7 +170,7 @@ def compile_cluster(
         ids = [s.id for s in active if pod_matches(s, pod, ns_labels, nodes[pod.node])]
         if ids:
             per_node[pod.node].append((pod, ids))
-    return {node: build_spec(selected, by_id)[0] for node, selected in sorted(per_node.items())}
+    return {node: build_spec(selected, by_id).wire for node, selected in sorted(per_node.items())}
 
 
 def typed(spec: WireSpec) -> NodeTracerSpec:
@@ -134,20 +180,36 @@ def typed(spec: WireSpec) -> NodeTracerSpec:
 
 class ClusterIndex:
     """Incremental compile state. Mutate with the upsert/delete methods, then
-    `flush()` to recompute only the nodes those changes touched."""
+    `flush()` to recompute only the nodes those changes touched.
+
+    Matching a pod is three set lookups and two intersections: the sources whose
+    pod selector accepts its label set (replicas share label sets), whose namespace
+    constraint accepts its namespace, and whose node selector accepts its node.
+    The three caches are filled lazily and dropped when their inputs change.
+    """
+
+    # Dropped wholesale beyond this many label sets (pods come and go with new hashes).
+    MAX_LABEL_SETS = 50_000
 
     def __init__(self) -> None:
         self.pods: dict[str, PodRecord] = {}
         self.namespaces: dict[str, dict[str, str]] = {}
         self.nodes: dict[str, dict[str, str]] = {}
         self.sources: dict[str, Source] = {}
+        self.specs: dict[str, WireSpec] = {}
+        self.overflow: dict[str, Overflow] = {}
         self._on_node: defaultdict[str, set[str]] = defaultdict(set)  # tracked pod UIDs
         self._in_ns: defaultdict[str, set[str]] = defaultdict(set)  # tracked pod UIDs
         self._matches: dict[str, frozenset[str]] = {}  # pod UID → selecting source ids
         self._dirty: set[str] = set()
-        self.specs: dict[str, WireSpec] = {}
-        self.overflow: dict[str, Overflow] = {}
-        # source id → node → number of targets there; what status reports need.
+        self._by_labels: dict[frozenset[tuple[str, str]], frozenset[str]] = {}
+        self._by_ns: dict[str, frozenset[str]] = {}
+        self._by_node: dict[str, frozenset[str]] = {}
+        self._counts: dict[str, Mapping[str, int]] = {}  # node → source id → targets
+        # pod UID → (footprint, targets) as last built, for selected pods only; dropped
+        # when a source selecting the pod changes.
+        self._pod_targets: dict[str, tuple[tuple[Any, ...], PodTargets]] = {}
+        # source id → node → targets there; what status reports need.
         self._placement: defaultdict[str, dict[str, int]] = defaultdict(dict)
 
     # -- inputs --
@@ -178,21 +240,25 @@ class ClusterIndex:
         if self.namespaces.get(name) == labels:
             return
         self.namespaces[name] = dict(labels)
+        self._by_ns.pop(name, None)
         self._rematch_all(self._in_ns.get(name, ()))
 
     def delete_namespace(self, name: str) -> None:
         if self.namespaces.pop(name, None) is not None:
+            self._by_ns.pop(name, None)
             self._rematch_all(self._in_ns.get(name, ()))
 
     def upsert_node(self, name: str, labels: Labels) -> None:
         if self.nodes.get(name) == labels:
             return
         self.nodes[name] = dict(labels)
+        self._by_node.pop(name, None)
         self._dirty.add(name)  # a new node gets a (possibly empty) spec
         self._rematch_all(self._on_node.get(name, ()))
 
     def delete_node(self, name: str) -> None:
         if self.nodes.pop(name, None) is not None:
+            self._by_node.pop(name, None)
             self._dirty.add(name)
             self._rematch_all(self._on_node.get(name, ()))
 
@@ -216,13 +282,20 @@ class ClusterIndex:
         dirty, self._dirty = self._dirty, set()
         for node in sorted(dirty):
             old = self.specs.get(node)
-            new = self._compute(node) if node in self.nodes else None
-            self._record_placement(node, old, new)
-            if new is None:
+            if node in self.nodes:
+                built = self._compute(node)
+                new: WireSpec | None = built.wire
+                self.specs[node] = built.wire
+                self._count(node, built.counts)
+                if built.overflow:
+                    self.overflow[node] = built.overflow
+                else:
+                    self.overflow.pop(node, None)
+            else:
+                new = None
                 self.specs.pop(node, None)
                 self.overflow.pop(node, None)
-            else:
-                self.specs[node] = new
+                self._count(node, {})
             if new != old:
                 changed[node] = new
         return changed
@@ -254,11 +327,36 @@ class ClusterIndex:
     def _select(self, pod: PodRecord) -> frozenset[str]:
         if not pod.tracked or pod.node not in self.nodes:
             return frozenset()
-        ns_labels = self.namespaces.get(pod.namespace, {})
-        node_labels = self.nodes[pod.node]
-        return frozenset(
-            s.id for s in self.sources.values() if pod_matches(s, pod, ns_labels, node_labels)
-        )
+        by_node = self._by_node.get(pod.node)
+        if by_node is None:
+            labels = self.nodes[pod.node]
+            by_node = frozenset(
+                s.id for s in self.sources.values() if s.active and s.node_selector.matches(labels)
+            )
+            self._by_node[pod.node] = by_node
+        by_ns = self._by_ns.get(pod.namespace)
+        if by_ns is None:
+            labels = self.namespaces.get(pod.namespace, {})
+            by_ns = frozenset(
+                s.id
+                for s in self.sources.values()
+                if s.active
+                and s.namespace in (None, pod.namespace)
+                and s.namespace_selector.matches(labels)
+            )
+            self._by_ns[pod.namespace] = by_ns
+        key = frozenset(pod.labels.items())
+        by_labels = self._by_labels.get(key)
+        if by_labels is None:
+            if len(self._by_labels) >= self.MAX_LABEL_SETS:
+                self._by_labels.clear()
+            by_labels = frozenset(
+                s.id
+                for s in self.sources.values()
+                if s.active and s.pod_selector.matches(pod.labels)
+            )
+            self._by_labels[key] = by_labels
+        return by_node & by_ns & by_labels
 
     def _footprint(self, uid: str) -> tuple[Any, ...] | None:
         """Everything about a pod that shows in its node's spec; None when it shows nothing."""
@@ -275,6 +373,9 @@ class ClusterIndex:
             self._matches[uid] = matches
         else:
             self._matches.pop(uid, None)
+            # Cached targets exist only for selected pods, so that a source change can
+            # find (and drop) every entry built from it among the pods it selects.
+            self._pod_targets.pop(uid, None)
         after = self._footprint(uid)
         if before != after:
             self._dirty.update(f[0] for f in (before, after) if f is not None)
@@ -285,6 +386,9 @@ class ClusterIndex:
 
     def _resource(self, source_id: str, old: Source | None, new: Source | None) -> None:
         """Re-evaluate one source against the pods it could select, before and after."""
+        self._by_labels.clear()
+        self._by_ns.clear()
+        self._by_node.clear()
         namespaces = {s.namespace for s in (old, new) if s is not None}
         if None in namespaces:
             candidates: Iterable[str] = [u for uids in self._on_node.values() for u in uids]
@@ -308,29 +412,34 @@ class ClusterIndex:
                     self._matches.pop(uid, None)
             if was or now:
                 self._dirty.add(pod.node)
+                self._pod_targets.pop(uid, None)  # the source's containers may have changed
 
-    def _compute(self, node: str) -> WireSpec:
-        selected = [
-            (self.pods[uid], self._matches[uid])
-            for uid in self._on_node.get(node, ())
-            if uid in self._matches
-        ]
-        spec, overflow = build_spec(selected, self.sources)
-        if overflow:
-            self.overflow[node] = overflow
-        else:
-            self.overflow.pop(node, None)
-        return spec
-
-    def _record_placement(self, node: str, old: WireSpec | None, new: WireSpec | None) -> None:
-        for spec, sign in ((old, -1), (new, 1)):
-            if spec is None:
+    def _compute(self, node: str) -> NodeSpec:
+        parts = []
+        for uid in self._on_node.get(node, ()):
+            footprint = self._footprint(uid)
+            if footprint is None:
                 continue
-            for target in spec["targets"]:
-                for sid in target["sources"]:
-                    where = self._placement[sid]
-                    where[node] = where.get(node, 0) + sign
-                    if where[node] == 0:
-                        del where[node]
-                        if not where:
-                            del self._placement[sid]
+            cached = self._pod_targets.get(uid)
+            if cached is None or cached[0] != footprint:
+                cached = (footprint, pod_targets(self.pods[uid], self._matches[uid], self.sources))
+                self._pod_targets[uid] = cached
+            parts.append(cached[1])
+        return assemble(parts, self.sources)
+
+    def _count(self, node: str, counts: Mapping[str, int]) -> None:
+        """Move the node's per-source target counts into the per-source placement."""
+        old = self._counts.pop(node, {})
+        if counts:
+            self._counts[node] = counts
+        for sid in old.keys() | counts.keys():
+            n = counts.get(sid, 0)
+            if n == old.get(sid, 0):
+                continue
+            if n:
+                self._placement[sid][node] = n
+            else:
+                where = self._placement.get(sid, {})
+                where.pop(node, None)
+                if not where:
+                    self._placement.pop(sid, None)

@@ -36,16 +36,12 @@ class Requirement:
     operator: str
     values: frozenset[str] = frozenset()
 
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        if self.operator == IN:
-            return labels.get(self.key) in self.values
-        if self.operator == NOT_IN:
-            return self.key not in labels or labels[self.key] not in self.values
-        if self.operator == EXISTS:
-            return self.key in labels
-        if self.operator == DOES_NOT_EXIST:
-            return self.key not in labels
-        raise ValueError(f"unknown label selector operator {self.operator!r}")
+    def __post_init__(self) -> None:
+        if self.operator not in (IN, NOT_IN, EXISTS, DOES_NOT_EXIST):
+            raise ValueError(f"unknown label selector operator {self.operator!r}")
+
+
+_ABSENT = object()
 
 
 @dataclass(frozen=True)
@@ -59,7 +55,22 @@ class Selector:
         return not self.requirements
 
     def matches(self, labels: Mapping[str, str]) -> bool:
-        return all(r.matches(labels) for r in self.requirements)
+        # Inlined Requirement.matches: this runs pods × policies times in a compile.
+        for req in self.requirements:
+            value = labels.get(req.key, _ABSENT)
+            op = req.operator
+            if op == IN:
+                if value not in req.values:
+                    return False
+            elif op == NOT_IN:
+                if value in req.values:
+                    return False
+            elif op == EXISTS:
+                if value is _ABSENT:
+                    return False
+            elif value is not _ABSENT:  # DoesNotExist
+                return False
+        return True
 
 
 MATCH_ALL = Selector()

@@ -343,7 +343,7 @@ class World:
         self.had_targets = self.had_targets or any(s["targets"] for s in expected.values())
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.randoms(use_true_random=False), st.integers(min_value=1, max_value=150))
 def test_incremental_equals_from_scratch(rnd: random.Random, steps: int) -> None:
     world = World()

@@ -4,6 +4,7 @@ policy or trace is kept out of the compile step."""
 from __future__ import annotations
 
 import pytest
+
 from podtrace_operator.sources import parse_policy, parse_trace
 from podtrace_operator.validation import Problem, is_label_key, is_label_value, summary
 
