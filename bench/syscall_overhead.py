@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from podtrace_agent.backend import Backend, BackendOptions, KubepodsRoot
@@ -68,6 +68,28 @@ def run_loop(binary: Path, cgroup: Path, calls: int) -> float:
         check=True, capture_output=True, text=True,
     )
     return float(out.stdout)
+
+
+class Runner:
+    """A shell that lives in `cgroup` and runs the loop as its child: ftrace
+    has it in its pid filter already, and event-fork adds each loop at fork,
+    so no loop runs before ftrace traces it."""
+
+    def __init__(self, binary: Path, cgroup: Path) -> None:
+        script = f"echo $$ > {cgroup}/cgroup.procs; while read n; do {binary} - $n; done"
+        self.process = subprocess.Popen(
+            ["sh", "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+
+    def run(self, calls: int) -> float:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write(f"{calls}\n")
+        self.process.stdin.flush()
+        return float(self.process.stdout.readline())
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait()
 
 
 def other_tracers() -> list[str]:
@@ -124,6 +146,10 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--no-ftrace", action="store_true")
+    parser.add_argument(
+        "--classic", action="store_true",
+        help="also the bcc program on the classic raw_syscalls:sys_enter tracepoint",
+    )
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="podtrace-bench-"))
@@ -138,21 +164,19 @@ def main() -> int:
         from podtrace_agent.bpf.loader import BccBackend
 
         backends: dict[str, Backend] = {"bcc": BccBackend(kubepods, BackendOptions())}
+        if args.classic:
+            backends["bcc classic"] = BccBackend(kubepods, BackendOptions(), use_btf=False)
         if not args.no_ftrace:
             from podtrace_agent.ftrace.backend import FtraceBackend
 
             backends["ftrace"] = FtraceBackend(kubepods, BackendOptions())
-        holder = None
+        runner = None
         try:
             for backend in backends.values():
                 backend.start()
                 backend.trace(cid, rel, Probe.SYSCALLS)
-            # ftrace enables sys_enter once a task of the cgroup is in its pid
-            # filter; a sleeper holds that place (each loop run joins on attach).
-            holder = subprocess.Popen(
-                ["sh", "-c", f"echo $$ > {container}/cgroup.procs; exec sleep 3600"]
-            )
-            time.sleep(1)
+            runner = Runner(binary, container)
+            time.sleep(1)  # ftrace: the runner's attach is seen, its pid in the filter
             toggles = {name: Toggle(b) for name, b in backends.items()}
 
             def only(active: str | None) -> None:
@@ -161,33 +185,41 @@ def main() -> int:
                 if active:
                     toggles[active].set(True)
 
-            scenarios: list[tuple[str, str | None, Path]] = [("baseline", None, outside)]
+            def outside_loop() -> float:
+                return run_loop(binary, outside, args.calls)
+
+            def traced_loop() -> float:
+                assert runner is not None
+                return runner.run(args.calls)
+
+            scenarios: list[tuple[str, str | None, Callable[[], float]]] = [
+                ("baseline", None, outside_loop)
+            ]
             for name in backends:
                 scenarios += [
-                    (f"{name} untraced", name, outside),
-                    (f"{name} traced", name, container),
+                    (f"{name} untraced", name, outside_loop),
+                    (f"{name} traced", name, traced_loop),
                 ]
             for _ in range(args.rounds):
-                for label, active, where in scenarios:
+                for label, active, loop in scenarios:
                     only(active)
-                    samples.setdefault(label, []).append(run_loop(binary, where, args.calls))
+                    samples.setdefault(label, []).append(loop())
             only(None)
             if "ftrace" in backends:
                 dropped = backends["ftrace"].stats().events_dropped
         finally:
-            if holder is not None:
-                holder.kill()
-                holder.wait()
+            if runner is not None:
+                runner.close()
             for backend in backends.values():
                 backend.close()
 
     base = min(samples["baseline"])
     print(f"getppid, {args.calls:,} calls per run, {args.rounds} interleaved rounds, "
           "thread CPU time")
-    print(f"{'scenario':<18}{'min ns':>8}{'median':>8}{'added ns':>10}{'ratio':>7}")
+    print(f"{'scenario':<20}{'min ns':>8}{'median':>8}{'added ns':>10}{'ratio':>7}")
     for label, values in samples.items():
         low, mid = min(values), statistics.median(values)
-        print(f"{label:<18}{low:>8.1f}{mid:>8.1f}{low - base:>+10.1f}{low / base:>7.2f}")
+        print(f"{label:<20}{low:>8.1f}{mid:>8.1f}{low - base:>+10.1f}{low / base:>7.2f}")
     print("(added ns and ratio: each scenario's minimum against the baseline's)")
     if dropped:
         print(f"ftrace events lost to ring-buffer overrun (reader too slow): {dropped:,}")

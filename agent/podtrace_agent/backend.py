@@ -165,8 +165,11 @@ class MapStat:
 
 @dataclass(frozen=True)
 class BackendStats:
-    """Events handed to user space and events lost (ring buffer full, ftrace overrun).
+    """Events read from the kernel and events lost because a buffer was full.
 
+    bcc: ring-buffer records (syscall counts live in maps and are never lost).
+    ftrace: every trace line, syscall entries included, since they share the
+    instance's ring buffer; lost = per-CPU overrun + dropped events.
     untraced_for_capacity: container cgroups created under kubepods that could
     not be auto-traced because the tables were full.
     """

@@ -86,6 +86,8 @@ static __always_inline u32 current_ppid(void)
  * Format (both): int root; int level; u64 id; __data_loc char[] path.
  * `root` is the hierarchy id (0: cgroup2), `id` the cgroup2 inode number,
  * `path` the full path in that hierarchy ("/kubepods/besteffort/pod…/…").
+ * cgroup_attach_task is not hooked: every hook looks up the task's current
+ * cgroup, so a task moved into a traced cgroup is seen from its next syscall.
  */
 
 /* Whether `buf` holds the string literal `lit` at constant offset `off`.
