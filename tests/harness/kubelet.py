@@ -274,15 +274,14 @@ def kubelet_config(
     return config
 
 
-def kubelet_minor(binary: Path) -> int:
-    """The minor version of a kubelet binary ("Kubernetes v1.32.13" -> 32)."""
+def kubelet_minor(binary: Path, default: int = 32) -> int:
+    """The minor version of a kubelet binary ("Kubernetes v1.32.13" -> 32); `default`
+    for a build without version stamps ("v0.0.0-master+$Format:%H$")."""
     out = subprocess.run(
         [str(binary), "--version"], capture_output=True, text=True, timeout=30, check=True
     ).stdout
     match = re.search(r"v1\.(\d+)\.", out)
-    if match is None:
-        raise KubeletError(f"{binary} --version said {out!r}")
-    return int(match.group(1))
+    return int(match.group(1)) if match else default
 
 
 def _host_resolv_conf() -> str:
