@@ -1,0 +1,125 @@
+"""TracingPolicy status from the compile result and the agents' reports, and
+the Events its transitions raise. Pure.
+
+- `Valid`: whether the policy compiled; the message names the field when not.
+- `Ready`: every node with a target runs the policy's current generation.
+- nodes ready/total, matched containers, rule matches summed over all nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+
+from podtrace_api.base import ConditionStatus
+from podtrace_api.conditions import get_condition, set_condition
+from podtrace_api.tracingpolicy import RuleCount, TracingPolicyStatus
+
+from .events import EventSpec, EventType
+from .reports import NodeReport, rule_counts
+from .validation import Problem, summary
+
+MAX_RULE_COUNTS = 32
+
+# Ready condition reasons.
+APPLIED = "Applied"
+WAITING = "WaitingForAgents"
+NO_TARGETS = "NoMatchingContainers"
+INVALID = "Invalid"
+ACCEPTED = "Accepted"
+
+
+def policy_status(
+    *,
+    generation: int,
+    problems: Iterable[Problem],
+    placement: Mapping[str, int],
+    reports: Mapping[str, NodeReport],
+    source_id: str,
+    old: TracingPolicyStatus | None,
+    now: datetime,
+) -> TracingPolicyStatus:
+    """The status a TracingPolicy should have now.
+
+    `placement` is node → containers selected there (from the compile step);
+    `reports` the NodeTracers by node name.
+    """
+    problems = list(problems)
+    conditions = list(old.conditions) if old else []
+    total = len(placement)
+    ready = sum(
+        1
+        for node in placement
+        if node in reports and reports[node].ready_for(source_id, generation)
+    )
+    matched = sum(placement.values())
+    if problems:
+        conditions = set_condition(
+            conditions, "Valid", False, INVALID, summary(problems), now, generation
+        )
+        conditions = set_condition(
+            conditions, "Ready", False, INVALID, "the policy is not valid", now, generation
+        )
+    else:
+        conditions = set_condition(
+            conditions, "Valid", True, ACCEPTED, "the policy compiled", now, generation
+        )
+        if total == 0:
+            reason, message, ok = NO_TARGETS, "no running container matches the selector", False
+        elif ready < total:
+            reason, message, ok = WAITING, f"applied on {ready} of {total} nodes", False
+        else:
+            reason, message, ok = APPLIED, f"applied on all {total} nodes", True
+        conditions = set_condition(conditions, "Ready", ok, reason, message, now, generation)
+    counts = rule_counts(reports.values(), source_id)
+    return TracingPolicyStatus(
+        observed_generation=generation,
+        conditions=conditions,
+        nodes=f"{ready}/{total}",
+        nodes_ready=ready,
+        nodes_total=total,
+        matched_containers=matched,
+        events_total=sum(counts.values()),
+        rule_counts=[
+            RuleCount(rule=rule, count=count) for rule, count in sorted(counts.items())
+        ][:MAX_RULE_COUNTS],
+    )
+
+
+def policy_events(
+    old: TracingPolicyStatus | None, new: TracingPolicyStatus
+) -> list[EventSpec]:
+    """Events for what changed between two statuses (none when nothing did)."""
+    old_conditions = old.conditions if old else []
+    was_valid = get_condition(old_conditions, "Valid")
+    is_valid = get_condition(new.conditions, "Valid")
+    was_ready = get_condition(old_conditions, "Ready")
+    is_ready = get_condition(new.conditions, "Ready")
+    events: list[EventSpec] = []
+    if is_valid is not None and (
+        was_valid is None
+        or was_valid.status != is_valid.status
+        or (is_valid.status == ConditionStatus.FALSE and was_valid.message != is_valid.message)
+    ):
+        if is_valid.status == ConditionStatus.TRUE:
+            events.append(EventSpec(EventType.NORMAL, ACCEPTED, "policy accepted", "Compile"))
+        else:
+            events.append(EventSpec(EventType.WARNING, INVALID, is_valid.message, "Compile"))
+    if is_ready is not None and (was_ready is None or was_ready.reason != is_ready.reason):
+        if is_ready.reason == APPLIED:
+            events.append(EventSpec(
+                EventType.NORMAL, APPLIED,
+                f"applied on {new.nodes_total} nodes to {new.matched_containers} containers",
+                "Apply",
+            ))  # fmt: skip
+        elif is_ready.reason == NO_TARGETS:
+            events.append(EventSpec(
+                EventType.WARNING, "NoMatchingPods",
+                "no running container matches the policy's selector", "Compile",
+            ))  # fmt: skip
+    return events
+
+
+def same_status(a: TracingPolicyStatus | None, b: TracingPolicyStatus) -> bool:
+    """Equal as stored (conditions keep their transition times, so plain equality works)."""
+    return a is not None and a.to_wire() == b.to_wire()

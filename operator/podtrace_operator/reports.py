@@ -1,0 +1,74 @@
+"""NodeTracer objects as the operator reads them: which source generations the
+stored spec carries, whether the node's agent applied that spec, and the
+per-target results the agent reported. Agents write only their own NodeTracer
+status; everything the operator shows in TracingPolicy and ContainerTrace
+status is merged from these reports."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from podtrace_api.conditions import is_true
+from podtrace_api.nodetracer import NodeTargetStatus, NodeTracerStatus, SourceResult
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    """One NodeTracer: what its spec asks (source id → generation) and what its agent says."""
+
+    name: str
+    generation: int = 0
+    spec_sources: Mapping[str, int] = field(default_factory=dict)
+    applied: bool = False  # agent observed this generation and is Ready
+    targets: tuple[NodeTargetStatus, ...] = ()
+
+    def ready_for(self, source_id: str, generation: int) -> bool:
+        """Whether the agent runs `source_id` at `generation` (or later)."""
+        return self.applied and self.spec_sources.get(source_id, -1) >= generation
+
+    def results_for(self, source_id: str) -> Iterator[tuple[NodeTargetStatus, SourceResult]]:
+        for target in self.targets:
+            for result in target.results:
+                if result.source == source_id:
+                    yield target, result
+
+
+def node_report(body: Mapping[str, Any]) -> NodeReport:
+    """Read a NodeTracer body; an unreadable status counts as no report."""
+    meta = body.get("metadata") or {}
+    name = str(meta.get("name", ""))
+    generation = int(meta.get("generation") or 0)
+    sources = (body.get("spec") or {}).get("sources") or []
+    spec_sources = {s["id"]: int(s.get("generation") or 0) for s in sources}
+    try:
+        status = NodeTracerStatus.model_validate(body.get("status") or {})
+    except ValidationError as err:
+        logger.warning("NodeTracer %s: unreadable status ignored: %s", name, err)
+        status = NodeTracerStatus()
+    applied = (status.observed_generation or 0) >= generation and is_true(
+        status.conditions, "Ready"
+    )
+    return NodeReport(
+        name=name,
+        generation=generation,
+        spec_sources=spec_sources,
+        applied=applied,
+        targets=tuple(status.targets),
+    )
+
+
+def rule_counts(reports: Iterable[NodeReport], source_id: str) -> dict[str, int]:
+    """Rule matches of one source summed over every node's targets, by rule name."""
+    counts: dict[str, int] = {}
+    for report in reports:
+        for _, result in report.results_for(source_id):
+            for match in result.rule_matches:
+                counts[match.rule] = counts.get(match.rule, 0) + match.count
+    return counts

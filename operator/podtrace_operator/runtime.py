@@ -1,0 +1,625 @@
+"""The running operator: what the watches reported, the compile index, and the
+one writer task that turns them into NodeTracer specs, status and Events.
+
+kopf handlers call the `*_seen` / `*_gone` methods: synchronous, no I/O, they
+only update memory and mark what became dirty. The writer wakes on that,
+waits a moment for the rest of a burst, and then writes what differs from what
+the apiserver holds — so an unchanged input writes nothing, and every write is
+serialized (no two writes to one object race each other).
+
+Stale watch events: after a write, a watch event already in flight may still
+carry the object as it was before that write. Each state remembers what its
+last write replaced; an event carrying exactly that is older than what we hold
+and is ignored, so a status or spec never flips back and forth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import aiohttp
+from pydantic import BaseModel, ValidationError
+
+from podtrace_api import API_VERSION
+from podtrace_api.containertrace import ContainerTraceSpec, ContainerTraceStatus
+from podtrace_api.nodeconfig import source_id
+from podtrace_api.nodetracer import SourceKind
+from podtrace_api.tracingpolicy import TracingPolicyStatus
+
+from .compiler import ClusterIndex, WireSpec
+from .events import EventSpec, ObjectRef, SeriesBook, event_name, new_event, series_patch
+from .inventory import labels_of, name_of, pod_record
+from .kube import CR, ApiError, Kube
+from .leadership import Gate, Standalone
+from .merge_patch import replace_patch
+from .policy_status import policy_events, policy_status, same_status
+from .reports import NodeReport, node_report
+from .seccomp import DEFAULT_ARCH
+from .sources import Parsed, parse_policy, parse_trace
+from .trace_status import TraceInput, is_active, trace_events, trace_status
+
+logger = logging.getLogger(__name__)
+
+ARCH_LABEL = "kubernetes.io/arch"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "podtrace-operator"}
+PROFILE_KEY = "profile.json"
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Tunables of the running operator (flags of `podtrace-operator`)."""
+
+    pending_timeout: timedelta = timedelta(minutes=5)  # ContainerTrace: Pending → Failed
+    top_syscalls: int = 20  # ContainerTrace status: syscall histogram size
+    debounce: float = 0.05  # seconds to let a burst of events land before writing
+    retry_delay: float = 2.0  # seconds before retrying failed writes
+    concurrency: int = 8  # parallel writes
+    instance: str = "podtrace-operator"  # Events' reportingInstance
+
+
+def utcnow() -> datetime:
+    # Whole seconds: the apiserver stores metav1.Time so, and equal is then equal.
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+def _read_status(model: type[M], body: Mapping[str, Any]) -> M | None:
+    raw = body.get("status")
+    if not raw:
+        return None
+    try:
+        return model.model_validate(raw)
+    except ValidationError as err:
+        logger.warning("%s: unreadable status treated as empty: %s", name_of(body), err)
+        return None
+
+
+def _created(body: Mapping[str, Any]) -> datetime:
+    stamp = (body.get("metadata") or {}).get("creationTimestamp")
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else utcnow()
+
+
+@dataclass
+class PolicyState:
+    name: str
+    uid: str
+    generation: int
+    parsed: Parsed
+    status: TracingPolicyStatus | None
+    replaced: dict[str, Any] | None = None  # the stored status our last write replaced
+
+    @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef(API_VERSION, "TracingPolicy", self.name, self.uid)
+
+
+@dataclass
+class TraceState:
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    created: datetime
+    spec: ContainerTraceSpec | None
+    parsed: Parsed
+    status: ContainerTraceStatus | None
+    replaced: dict[str, Any] | None = None
+
+    @property
+    def ref(self) -> ObjectRef:
+        return ObjectRef(API_VERSION, "ContainerTrace", self.name, self.uid, self.namespace)
+
+
+def _older_than_our_write(
+    state: PolicyState | TraceState | None, body: Mapping[str, Any], generation: int
+) -> bool:
+    """A watch event still carrying the status our last write replaced."""
+    return (
+        state is not None
+        and state.replaced is not None
+        and state.generation == generation
+        and (body.get("status") or {}) == state.replaced
+    )
+
+
+@dataclass
+class Dirty:
+    """What the writer has to look at next."""
+
+    nodes: set[str] = field(default_factory=set)  # NodeTracers to compare with the index
+    sources: set[str] = field(default_factory=set)  # policies and traces to re-status
+
+
+class Runtime:
+    """Memory of the cluster plus the writer. One instance per operator process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        kube: Kube | None,
+        gate: Gate | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.gate: Gate = gate or Standalone()
+        self.clock = clock
+        self.index = ClusterIndex()
+        self.policies: dict[str, PolicyState] = {}
+        self.traces: dict[str, TraceState] = {}  # by source id
+        self.reports: dict[str, NodeReport] = {}
+        self.stored: dict[str, WireSpec] = {}  # NodeTracer name → spec as the apiserver holds it
+        self.replaced_specs: dict[str, WireSpec] = {}
+        self.node_uids: dict[str, str] = {}
+        self.deadlines: dict[str, datetime] = {}
+        self.dirty = Dirty()
+        self.series = SeriesBook()
+        self.synced = False  # kopf listed every watched kind once
+        self.needs_resync = False  # re-list before writing (after a pause)
+        self.writes = 0  # apiserver writes done (for tests and probes)
+        self._journal: list[tuple[Callable[[Mapping[str, Any]], None], Mapping[str, Any]]] | None
+        self._journal = None
+        self._wake = asyncio.Event()
+
+    # -- watch input (called by kopf handlers) ------------------------------------------------
+
+    def _poke(self) -> None:
+        self._wake.set()
+
+    def _record(self, fn: Callable[[Mapping[str, Any]], None], body: Mapping[str, Any]) -> None:
+        if self._journal is not None:  # a re-list is running: replay this after it
+            self._journal.append((fn, dict(body)))
+
+    def mark_synced(self) -> None:
+        if not self.synced:
+            logger.info("initial listing complete: %d pods, %d nodes, %d policies, %d traces",
+                        len(self.index.pods), len(self.index.nodes), len(self.policies),
+                        len(self.traces))  # fmt: skip
+            self.synced = True
+            self.dirty.nodes.update(self.index.nodes, self.stored)
+            self.dirty.sources.update(self.policies, self.traces)
+            self._poke()
+
+    def pod_seen(self, body: Mapping[str, Any]) -> None:
+        self._record(self.pod_seen, body)
+        self.index.upsert_pod(pod_record(body))
+        self._poke_if_dirty()
+
+    def pod_gone(self, body: Mapping[str, Any]) -> None:
+        self._record(self.pod_gone, body)
+        self.index.delete_pod(str((body.get("metadata") or {}).get("uid", "")))
+        self._poke_if_dirty()
+
+    def namespace_seen(self, body: Mapping[str, Any]) -> None:
+        self._record(self.namespace_seen, body)
+        self.index.upsert_namespace(name_of(body), labels_of(body))
+        self._poke_if_dirty()
+
+    def namespace_gone(self, body: Mapping[str, Any]) -> None:
+        self._record(self.namespace_gone, body)
+        self.index.delete_namespace(name_of(body))
+        self._poke_if_dirty()
+
+    def node_seen(self, body: Mapping[str, Any]) -> None:
+        self._record(self.node_seen, body)
+        name = name_of(body)
+        self.node_uids[name] = str((body.get("metadata") or {}).get("uid", ""))
+        self.index.upsert_node(name, labels_of(body))
+        self._poke_if_dirty()
+
+    def node_gone(self, body: Mapping[str, Any]) -> None:
+        self._record(self.node_gone, body)
+        name = name_of(body)
+        self.node_uids.pop(name, None)
+        self.index.delete_node(name)
+        self.dirty.nodes.add(name)
+        self._poke()
+
+    def _poke_if_dirty(self) -> None:
+        if self.index.dirty:
+            self._poke()
+
+    def policy_seen(self, body: Mapping[str, Any]) -> None:
+        self._record(self.policy_seen, body)
+        meta = body.get("metadata") or {}
+        name, uid = meta["name"], str(meta.get("uid", ""))
+        generation = int(meta.get("generation") or 0)
+        old = self.policies.get(source_id(SourceKind.TRACING_POLICY, name))
+        if _older_than_our_write(old, body, generation):
+            return
+        if old is not None and (old.uid, old.generation) == (uid, generation):
+            parsed = old.parsed  # the spec did not change (generation did not move)
+        else:
+            parsed = parse_policy(body)
+        state = PolicyState(name, uid, generation, parsed,
+                            _read_status(TracingPolicyStatus, body))  # fmt: skip
+        self.policies[parsed.id] = state
+        if parsed.source is not None:
+            self.index.upsert_source(parsed.source)
+        else:
+            self.index.delete_source(parsed.id)
+        self.dirty.sources.add(parsed.id)
+        self._poke()
+
+    def policy_gone(self, body: Mapping[str, Any]) -> None:
+        self._record(self.policy_gone, body)
+        sid = source_id(SourceKind.TRACING_POLICY, name_of(body))
+        self.policies.pop(sid, None)
+        self.index.delete_source(sid)
+        self._poke()
+
+    def trace_seen(self, body: Mapping[str, Any]) -> None:
+        self._record(self.trace_seen, body)
+        meta = body.get("metadata") or {}
+        name, namespace, uid = meta["name"], meta["namespace"], str(meta.get("uid", ""))
+        sid = source_id(SourceKind.CONTAINER_TRACE, name, namespace)
+        generation = int(meta.get("generation") or 0)
+        old = self.traces.get(sid)
+        if _older_than_our_write(old, body, generation):
+            return
+        status = _read_status(ContainerTraceStatus, body)
+        try:
+            spec: ContainerTraceSpec | None = ContainerTraceSpec.model_validate(
+                body.get("spec") or {}
+            )
+        except ValidationError:
+            spec = None
+        if old is not None and (old.uid, old.generation) == (uid, generation):
+            parsed = old.parsed
+        else:
+            parsed = parse_trace(body)
+        state = TraceState(namespace, name, uid, generation, _created(body), spec, parsed, status)
+        self.traces[sid] = state
+        self._place_trace(state)
+        self.dirty.sources.add(sid)
+        self._poke()
+
+    def _place_trace(self, state: TraceState) -> None:
+        """Put the trace in the index while it may select, take it out when it may not."""
+        source = state.parsed.source
+        if source is None:
+            self.index.delete_source(state.parsed.id)
+        else:
+            self.index.upsert_source(replace(source, active=is_active(state.status, True)))
+
+    def trace_gone(self, body: Mapping[str, Any]) -> None:
+        self._record(self.trace_gone, body)
+        meta = body.get("metadata") or {}
+        sid = source_id(SourceKind.CONTAINER_TRACE, meta["name"], meta["namespace"])
+        self.traces.pop(sid, None)
+        self.deadlines.pop(sid, None)
+        self.index.delete_source(sid)
+        self._poke()
+
+    def nodetracer_seen(self, body: Mapping[str, Any]) -> None:
+        self._record(self.nodetracer_seen, body)
+        name = name_of(body)
+        spec = dict(body.get("spec") or {})
+        if name in self.replaced_specs and spec == self.replaced_specs[name]:
+            return  # older than our last spec write
+        self.replaced_specs.pop(name, None)
+        self._take_report(name, node_report(body))
+        self.stored[name] = spec
+        self.dirty.nodes.add(name)
+        self._poke()
+
+    def nodetracer_gone(self, body: Mapping[str, Any]) -> None:
+        self._record(self.nodetracer_gone, body)
+        name = name_of(body)
+        self.stored.pop(name, None)
+        self.replaced_specs.pop(name, None)
+        self._take_report(name, None)
+        self.dirty.nodes.add(name)  # recreate it if the node is still there
+        self._poke()
+
+    def _take_report(self, name: str, report: NodeReport | None) -> None:
+        old = self.reports.pop(name, None)
+        if report is not None:
+            self.reports[name] = report
+        for r in (old, report):
+            if r is not None:
+                self.dirty.sources.update(r.spec_sources)
+                self.dirty.sources.update(
+                    result.source for target in r.targets for result in target.results
+                )
+
+    # -- re-listing after a pause ---------------------------------------------------------------
+
+    def activated(self) -> None:
+        """The gate says we may write again: re-list first if we ever listed before."""
+        if self.synced:
+            self.needs_resync = True
+        self._poke()
+
+    async def resync(self) -> None:
+        """Rebuild memory from fresh lists (after a pause the watches missed deletions).
+
+        Events that arrive while listing are journaled and replayed on top, so an
+        object deleted during the listing does not come back."""
+        assert self.kube is not None
+        self._journal = []
+        try:
+            lists = {}
+            for kind, path in RESYNC_PATHS.items():
+                lists[kind] = [item async for item in self.kube.list_all(path)]
+        except BaseException:
+            self._journal = None
+            raise
+        journal, self._journal = self._journal, None
+        self._reset()
+        for kind, items in lists.items():
+            handler = getattr(self, f"{kind}_seen")
+            for item in items:
+                handler(item)
+        for fn, body in journal:
+            fn(body)
+        self.needs_resync = False
+        self.synced = False
+        self.mark_synced()
+        logger.info("re-listed after a pause (%d events replayed)", len(journal))
+
+    def _reset(self) -> None:
+        self.index = ClusterIndex()
+        self.policies.clear()
+        self.traces.clear()
+        self.reports.clear()
+        self.stored.clear()
+        self.replaced_specs.clear()
+        self.node_uids.clear()
+        self.deadlines.clear()
+
+    # -- the writer ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Forever: wait for work (or a deadline), then write what differs."""
+        while True:
+            await self._sleep_until_work()
+            self._wake.clear()
+            await asyncio.sleep(self.settings.debounce)
+            if not self.synced or not self.gate.active:
+                continue
+            try:
+                if self.needs_resync:
+                    await self.resync()
+                failed = await self.reconcile()
+            except Exception:
+                logger.exception("reconcile failed; retrying")
+                failed = True
+            if failed:
+                await asyncio.sleep(self.settings.retry_delay)
+                self._poke()
+
+    async def _sleep_until_work(self) -> None:
+        timeout = None
+        if self.deadlines:
+            timeout = max(0.0, (min(self.deadlines.values()) - self.clock()).total_seconds())
+            timeout += 0.5  # whole-second clock: wake just after, not just before
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def reconcile(self) -> bool:
+        """One pass over everything dirty; True when some write failed (retry later)."""
+        now = self.clock()
+        for sid, when in list(self.deadlines.items()):
+            if when <= now:
+                self.dirty.sources.add(sid)
+        failed = False
+        for _ in range(8):  # trace phase changes feed back into the index; bounded
+            for node, spec in self.index.flush().items():
+                self.dirty.nodes.add(node)
+                self._mark_sources(self.stored.get(node), spec)
+            nodes, self.dirty.nodes = self.dirty.nodes, set()
+            failed |= await self._each(sorted(nodes), self._sync_nodetracer, self.dirty.nodes)
+            sources, self.dirty.sources = self.dirty.sources, set()
+            failed |= await self._each(sorted(sources), self._sync_source, self.dirty.sources)
+            if not self.index.dirty:
+                break
+        return failed
+
+    def _mark_sources(self, *specs: WireSpec | None) -> None:
+        for spec in specs:
+            for source in (spec or {}).get("sources") or ():
+                self.dirty.sources.add(source["id"])
+
+    async def _each(
+        self, keys: Iterable[str], fn: Callable[[str], Awaitable[None]], retry: set[str]
+    ) -> bool:
+        """Run `fn` over `keys` with bounded parallelism; failed keys go back to `retry`."""
+        limit = asyncio.Semaphore(self.settings.concurrency)
+        failed = False
+
+        async def one(key: str) -> None:
+            nonlocal failed
+            async with limit:
+                try:
+                    await fn(key)
+                except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as err:
+                    logger.warning("%s: %s (will retry)", key, err)
+                    retry.add(key)
+                    failed = True
+
+        await asyncio.gather(*(one(k) for k in keys))
+        return failed
+
+    # -- NodeTracers ----------------------------------------------------------------------------
+
+    def _nodetracer_body(self, node: str, spec: WireSpec) -> dict[str, Any]:
+        meta: dict[str, Any] = {"name": node, "labels": dict(MANAGED_BY)}
+        uid = self.node_uids.get(node)
+        if uid:
+            # Garbage collection removes it with its Node where a controller-manager runs.
+            meta["ownerReferences"] = [{"apiVersion": "v1", "kind": "Node", "name": node,
+                                        "uid": uid}]  # fmt: skip
+        return {"apiVersion": API_VERSION, "kind": "NodeTracer", "metadata": meta, "spec": spec}
+
+    async def _sync_nodetracer(self, node: str) -> None:
+        assert self.kube is not None
+        desired = self.index.specs.get(node) if node in self.index.nodes else None
+        stored = self.stored.get(node)
+        if desired is None:
+            if node in self.stored:
+                logger.info("NodeTracer %s: deleting (node gone)", node)
+                await self.kube.delete_nodetracer(node)
+                self.writes += 1
+                self.stored.pop(node, None)
+                self._take_report(node, None)
+            return
+        if stored == desired:
+            return
+        if node not in self.stored:
+            try:
+                answer = await self.kube.create_nodetracer(self._nodetracer_body(node, desired))
+            except ApiError as err:
+                if err.status != 409:
+                    raise
+                answer = await self.kube.patch_nodetracer(node, {"spec": desired})
+        else:
+            answer = await self.kube.patch_nodetracer(
+                node, {"spec": replace_patch(stored, desired)}
+            )
+            self.replaced_specs[node] = dict(stored or {})
+        self.writes += 1
+        logger.info("NodeTracer %s: spec written (%d sources, %d targets)", node,
+                    len(desired["sources"]), len(desired["targets"]))  # fmt: skip
+        self.stored[node] = dict(answer.get("spec") or {})
+        self._take_report(node, node_report(answer))
+
+    # -- status ---------------------------------------------------------------------------------
+
+    async def _sync_source(self, sid: str) -> None:
+        if sid in self.policies:
+            await self._sync_policy(self.policies[sid])
+        elif sid in self.traces:
+            await self._sync_trace(self.traces[sid])
+
+    async def _sync_policy(self, state: PolicyState) -> None:
+        assert self.kube is not None
+        new = policy_status(
+            generation=state.generation,
+            problems=state.parsed.problems,
+            placement=self.index.placement(state.parsed.id),
+            reports=self.reports,
+            source_id=state.parsed.id,
+            old=state.status,
+            now=self.clock(),
+        )
+        if same_status(state.status, new):
+            return
+        old_wire = state.status.to_wire() if state.status else {}
+        answer = await self.kube.patch_policy_status(
+            state.name, {"status": replace_patch(old_wire, new.to_wire())}
+        )
+        self.writes += 1
+        events = policy_events(state.status, new)
+        # The state may have been replaced by a watch event while we waited: update the
+        # current one (the answer is the newest version of the object).
+        current = self.policies.get(state.parsed.id)
+        if current is not None and current.uid == state.uid:
+            current.replaced = old_wire
+            current.status = _read_status(TracingPolicyStatus, answer)
+        for event in events:
+            await self._emit(state.ref, event)
+
+    async def _sync_trace(self, state: TraceState) -> None:
+        assert self.kube is not None
+        sid = state.parsed.id
+        targets = self.index.targets_of(sid)
+        arches = {self.index.nodes.get(node, {}).get(ARCH_LABEL, DEFAULT_ARCH)
+                  for node, _ in targets}  # fmt: skip
+        trace = TraceInput(
+            state.name, state.namespace, state.generation, state.created,
+            state.spec, state.parsed.problems, state.status,
+        )  # fmt: skip
+        outcome = trace_status(
+            trace,
+            source_id=sid,
+            targets=targets,
+            reports=self.reports,
+            arches=arches,
+            now=self.clock(),
+            pending_timeout=self.settings.pending_timeout,
+            top_n=self.settings.top_syscalls,
+        )
+        if outcome.deadline is not None:
+            self.deadlines[sid] = outcome.deadline
+        else:
+            self.deadlines.pop(sid, None)
+        new = outcome.status
+        old_wire = state.status.to_wire() if state.status else {}
+        if old_wire != new.to_wire():
+            await self._write_profile(state, new)
+            answer = await self.kube.patch_trace_status(
+                state.namespace, state.name, {"status": replace_patch(old_wire, new.to_wire())}
+            )
+            self.writes += 1
+            events = trace_events(state.status, new)
+            current = self.traces.get(sid)
+            if current is not None and current.uid == state.uid:
+                current.replaced = old_wire
+                current.status = _read_status(ContainerTraceStatus, answer)
+                state = current
+            for event in events:
+                await self._emit(state.ref, event)
+        if self.traces.get(sid) is state:
+            self._place_trace(state)
+
+    async def _write_profile(self, state: TraceState, new: ContainerTraceStatus) -> None:
+        assert self.kube is not None
+        profile = new.seccomp_profile
+        old = state.status.seccomp_profile if state.status else None
+        if profile is None or profile.config_map is None:
+            return
+        if old is not None and old.profile == profile.profile:
+            return
+        await self.kube.apply_configmap({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {
+                "name": profile.config_map, "namespace": state.namespace,
+                "labels": {**MANAGED_BY, "podtrace.io/containertrace": state.name},
+                "ownerReferences": [{"apiVersion": API_VERSION, "kind": "ContainerTrace",
+                                     "name": state.name, "uid": state.uid}],
+            },
+            "data": {PROFILE_KEY: profile.profile},
+        })  # fmt: skip
+        self.writes += 1
+
+    # -- Events ---------------------------------------------------------------------------------
+
+    async def _emit(self, ref: ObjectRef, spec: EventSpec) -> None:
+        """Raise an Event; a repeat of an identical one grows that Event's series instead."""
+        assert self.kube is not None
+        now = datetime.now(UTC)
+        name = event_name(ref, spec)
+        count = self.series.record(name)
+        try:
+            if count == 1:
+                try:
+                    await self.kube.create_event(new_event(ref, spec, now, self.settings.instance))
+                    return
+                except ApiError as err:
+                    if err.status != 409:  # raised before this process started: a repeat
+                        raise
+                    count = self.series.record(name)
+            await self.kube.patch_event(ref.event_namespace, name, series_patch(count, now))
+        except ApiError as err:
+            if err.status == 404:  # the Event expired (TTL): start over
+                self.series.forget(name)
+                await self._emit(ref, spec)
+            else:
+                logger.warning("Event %s/%s not written: %s", ref.event_namespace, name, err)
+
+
+RESYNC_PATHS: dict[str, str] = {
+    "namespace": "/api/v1/namespaces",
+    "node": "/api/v1/nodes",
+    "pod": "/api/v1/pods",
+    "policy": f"{CR}/tracingpolicies",
+    "trace": f"{CR}/containertraces",
+    "nodetracer": f"{CR}/nodetracers",
+}

@@ -1,0 +1,299 @@
+"""ContainerTrace status: the phase machine, the results merged from every
+node's report, and the Events its transitions raise. Pure.
+
+    Pending ──(an agent reports a selected container Tracing)──► Tracing
+    Pending ──(nothing traced within the pending timeout)──────► Failed
+    Tracing ──(duration elapsed)───────────────────────────────► Completed
+    any     ──(spec invalid)───────────────────────────────────► Failed (Valid=False)
+    Failed because invalid ──(spec fixed)──────────────────────► Pending
+
+Completed and Failed are final: the trace stops selecting (the compile step
+drops it) and its results stay as they were at that moment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from podtrace_api.base import ConditionStatus, parse_duration
+from podtrace_api.conditions import get_condition, set_condition
+from podtrace_api.containertrace import (
+    ContainerTraceSpec,
+    ContainerTraceStatus,
+    ExecRecord,
+    SeccompProfileResult,
+    SyscallCount,
+    SyscallHistogram,
+    TargetState,
+    TracedTarget,
+    TracePhase,
+)
+
+from .events import EventSpec, EventType
+from .reports import NodeReport
+from .seccomp import profile_json
+from .validation import Problem, summary
+
+MAX_TARGETS = 256  # ContainerTraceStatus.targets maxItems
+MAX_EXECS = 64
+MAX_TOP = 64
+
+FINAL = (TracePhase.COMPLETED, TracePhase.FAILED)
+
+
+@dataclass(frozen=True)
+class TraceInput:
+    """One ContainerTrace as read from the apiserver."""
+
+    name: str
+    namespace: str
+    generation: int
+    created: datetime
+    spec: ContainerTraceSpec | None  # None when it does not even parse
+    problems: tuple[Problem, ...]
+    old: ContainerTraceStatus | None
+
+    @property
+    def config_map_name(self) -> str:
+        request = self.spec.seccomp_profile if self.spec else None
+        return (request.config_map_name if request else None) or f"{self.name}-seccomp"
+
+
+@dataclass(frozen=True)
+class TraceOutcome:
+    status: ContainerTraceStatus
+    active: bool  # whether the compile step should still select for this trace
+    deadline: datetime | None  # when to look again even if nothing changes
+
+
+def is_active(status: ContainerTraceStatus | None, valid: bool) -> bool:
+    """Whether a trace with this stored status still selects pods."""
+    return valid and (status is None or status.phase not in FINAL)
+
+
+@dataclass(frozen=True)
+class Results:
+    """A trace's results merged over all nodes."""
+
+    targets: list[TracedTarget]
+    target_count: int
+    tracing: int  # selected containers an agent reports Tracing for this trace
+    histogram: SyscallHistogram
+    syscall_names: list[str]
+    execs_total: int
+    execs: list[ExecRecord]
+
+
+def merge_results(
+    source_id: str,
+    generation: int,
+    targets: Iterable[tuple[str, Mapping[str, Any]]],
+    reports: Mapping[str, NodeReport],
+    top_n: int,
+) -> Results:
+    """Targets from the compile step joined with what their node's agent says; syscall
+    and exec counts summed over every node's results for this trace."""
+    traced: list[TracedTarget] = []
+    tracing = 0
+    for node, target in targets:
+        report = reports.get(node)
+        seen = next(
+            (t for t in report.targets
+             if t.pod_uid == target["podUid"] and t.container == target["container"]),
+            None,
+        ) if report else None  # fmt: skip
+        state = seen.state if seen else TargetState.PENDING
+        if state == TargetState.TRACING and report and report.ready_for(source_id, generation):
+            tracing += 1
+        traced.append(TracedTarget(
+            node=node, pod=target["pod"], pod_uid=target["podUid"],
+            container=target["container"],
+            container_id=seen.container_id if seen else "",
+            image=seen.image if seen else "",
+            cgroup_id=seen.cgroup_id if seen else None,
+            state=state,
+            since=seen.since if seen else None,
+            message=seen.message if seen else "",
+        ))  # fmt: skip
+    syscalls: dict[str, int] = {}
+    execs: dict[str, ExecRecord] = {}
+    execs_total = 0
+    for report in reports.values():
+        for _, result in report.results_for(source_id):
+            for name, count in result.syscalls.items():
+                syscalls[name] = syscalls.get(name, 0) + count
+            execs_total += result.execs_total
+            for record in result.execs:
+                execs[record.filename] = _merge_exec(execs.get(record.filename), record)
+    top = sorted(syscalls.items(), key=lambda kv: (-kv[1], kv[0]))[: min(top_n, MAX_TOP)]
+    return Results(
+        targets=traced[:MAX_TARGETS],
+        target_count=len(traced),
+        tracing=tracing,
+        histogram=SyscallHistogram(
+            total=sum(syscalls.values()),
+            distinct=len(syscalls),
+            top=[SyscallCount(name=n, count=c) for n, c in top],
+        ),
+        syscall_names=sorted(n for n, c in syscalls.items() if c > 0),
+        execs_total=execs_total,
+        execs=sorted(execs.values(), key=lambda e: (-e.count, e.filename))[:MAX_EXECS],
+    )
+
+
+def _merge_exec(a: ExecRecord | None, b: ExecRecord) -> ExecRecord:
+    if a is None:
+        return b
+    first = min((a, b), key=lambda e: (e.first_seen is None, e.first_seen or datetime.max))
+    return ExecRecord(filename=a.filename, count=a.count + b.count,
+                      container=first.container, first_seen=first.first_seen)  # fmt: skip
+
+
+def trace_status(
+    trace: TraceInput,
+    *,
+    source_id: str,
+    targets: Iterable[tuple[str, Mapping[str, Any]]],
+    reports: Mapping[str, NodeReport],
+    arches: Iterable[str],
+    now: datetime,
+    pending_timeout: timedelta,
+    top_n: int,
+) -> TraceOutcome:
+    """The status a ContainerTrace should have now, and when to look again."""
+    old = trace.old or ContainerTraceStatus()
+    conditions = list(old.conditions)
+    gen = trace.generation
+    was_valid = get_condition(conditions, "Valid")
+
+    if trace.problems or trace.spec is None:
+        message = summary(trace.problems)
+        conditions = set_condition(conditions, "Valid", False, "Invalid", message, now, gen)
+        status = ContainerTraceStatus(
+            observed_generation=gen, conditions=conditions, phase=TracePhase.FAILED,
+            message=f"invalid: {message}",
+            completion_time=old.completion_time if old.phase == TracePhase.FAILED else now,
+        )  # fmt: skip
+        return TraceOutcome(status, active=False, deadline=None)
+
+    conditions = set_condition(
+        conditions, "Valid", True, "Accepted", "the trace compiled", now, gen
+    )
+    fixed = was_valid is not None and was_valid.status == ConditionStatus.FALSE
+    if old.phase in FINAL and not fixed:
+        frozen = old.model_copy(update={"observed_generation": gen, "conditions": conditions})
+        return TraceOutcome(frozen, active=False, deadline=None)
+    if fixed:
+        old = ContainerTraceStatus()  # a fixed spec starts over
+
+    spec = trace.spec
+    results = merge_results(source_id, gen, targets, reports, top_n)
+    phase, start, completion, deadline = old.phase, old.start_time, None, None
+    duration = parse_duration(spec.duration) if spec.duration else None
+    if phase == TracePhase.PENDING:
+        valid_since = get_condition(conditions, "Valid")
+        pending_since = max(trace.created, valid_since.last_transition_time if valid_since else now)
+        if results.tracing:
+            phase, start = TracePhase.TRACING, now
+        elif now >= pending_since + pending_timeout:
+            phase, completion = TracePhase.FAILED, now
+        else:
+            deadline = pending_since + pending_timeout
+    if phase == TracePhase.TRACING and duration is not None:
+        assert start is not None
+        if now >= start + duration:
+            phase, completion = TracePhase.COMPLETED, now
+        else:
+            deadline = start + duration
+
+    status = ContainerTraceStatus(
+        observed_generation=gen,
+        conditions=conditions,
+        phase=phase,
+        message=_message(phase, results, pending_timeout, duration),
+        start_time=start,
+        completion_time=completion,
+        target_count=results.target_count,
+        targets=results.targets,
+        syscalls=results.histogram if results.histogram.total else None,
+        execs_total=results.execs_total,
+        execs=results.execs,
+        seccomp_profile=_profile(trace, spec, results, arches),
+    )
+    return TraceOutcome(status, active=phase not in FINAL, deadline=deadline)
+
+
+def _profile(
+    trace: TraceInput, spec: ContainerTraceSpec, results: Results, arches: Iterable[str]
+) -> SeccompProfileResult | None:
+    # No profile before anything was observed: an allow-nothing profile would break the pod.
+    if spec.seccomp_profile is None or not results.syscall_names:
+        return None
+    return SeccompProfileResult(
+        config_map=trace.config_map_name,
+        syscalls=len(results.syscall_names),
+        profile=profile_json(results.syscall_names, spec.seccomp_profile.default_action, arches),
+    )
+
+
+def _message(
+    phase: TracePhase, results: Results, timeout: timedelta, duration: timedelta | None
+) -> str:
+    n = results.target_count
+    if phase == TracePhase.PENDING:
+        if n == 0:
+            return "no running pod matches the selector yet"
+        return f"{n} containers selected, waiting for their node agents to trace them"
+    if phase == TracePhase.TRACING:
+        return f"tracing {results.tracing} of {n} selected containers"
+    if phase == TracePhase.COMPLETED:
+        return f"traced for {_fmt(duration)}" if duration else "completed"
+    if n == 0:
+        return f"no running pod matched the selector within {_fmt(timeout)}"
+    return f"{n} containers selected but no node agent traced them within {_fmt(timeout)}"
+
+
+def _fmt(delta: timedelta | None) -> str:
+    """A duration as Go prints it, roughly.
+
+    >>> _fmt(timedelta(minutes=5, seconds=3))
+    '5m3s'
+    """
+    seconds = int((delta or timedelta()).total_seconds())
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    text = (f"{hours}h" if hours else "") + (f"{minutes}m" if minutes else "")
+    return text + (f"{secs}s" if secs or not text else "")
+
+
+def trace_events(old: ContainerTraceStatus | None, new: ContainerTraceStatus) -> list[EventSpec]:
+    """Events for the transitions between two statuses."""
+    old_conditions = old.conditions if old else []
+    was_valid = get_condition(old_conditions, "Valid")
+    is_valid = get_condition(new.conditions, "Valid")
+    events: list[EventSpec] = []
+    if is_valid is not None and (
+        was_valid is None
+        or was_valid.status != is_valid.status
+        or (is_valid.status == ConditionStatus.FALSE and was_valid.message != is_valid.message)
+    ):
+        if is_valid.status == ConditionStatus.TRUE:
+            events.append(EventSpec(EventType.NORMAL, "Accepted", "trace accepted", "Compile"))
+        else:
+            events.append(EventSpec(EventType.WARNING, "Invalid", is_valid.message, "Compile"))
+    old_phase = old.phase if old else TracePhase.PENDING
+    if new.phase != old_phase and is_valid is not None and is_valid.status == ConditionStatus.TRUE:
+        if new.phase == TracePhase.TRACING:
+            events.append(EventSpec(EventType.NORMAL, "Tracing", new.message, "Trace"))
+        elif new.phase == TracePhase.COMPLETED:
+            hist = new.syscalls or SyscallHistogram()
+            note = (f"{new.message}: {new.target_count} containers, {hist.total} syscalls "
+                    f"({hist.distinct} distinct), {new.execs_total} execs")  # fmt: skip
+            events.append(EventSpec(EventType.NORMAL, "Completed", note, "Trace"))
+        elif new.phase == TracePhase.FAILED:
+            reason = "NoMatchingPods" if new.target_count == 0 else "NotTraced"
+            events.append(EventSpec(EventType.WARNING, reason, new.message, "Trace"))
+    return events
