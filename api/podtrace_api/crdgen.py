@@ -28,8 +28,10 @@ KINDS: tuple[type[BaseModel], ...] = (TracingPolicy, ContainerTrace, NodeTracer)
 
 
 class _Schema(GenerateJsonSchema):
-    """Emit `default: {}` for fields whose default is a model: the apiserver then
-    applies the nested defaults, so `observe` absent means the same as `observe: {}`."""
+    """Emit the whole default object for fields whose default is a model, so
+    `observe` absent means the same as the model's defaults. (`default: {}` is not
+    enough: the apiserver checks a default against the CEL rules as it is written,
+    before the nested defaults apply.)"""
 
     def default_schema(self, schema: Any) -> Any:
         factory = schema.get("default_factory")
@@ -37,7 +39,8 @@ class _Schema(GenerateJsonSchema):
             value = factory()
             inner = self.generate_inner(schema["schema"])
             if isinstance(value, BaseModel):
-                return {**inner, "default": {}}
+                default = value.model_dump(by_alias=True, exclude_none=True, mode="json")
+                return {**inner, "default": default}
             return inner
         return super().default_schema(schema)
 

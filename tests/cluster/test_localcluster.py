@@ -6,21 +6,13 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from harness.localcluster import LocalCluster, cluster_for_tests
+from harness.localcluster import LocalCluster
 from podtrace_agent.cri import api_pb2
 from podtrace_agent.cri.client import CRIClient
 
 UNIFIED = Path("/sys/fs/cgroup/unified")
-
-
-@pytest.fixture(scope="module")
-def local_cluster() -> Iterator[LocalCluster]:
-    yield from cluster_for_tests()
 
 
 def _apply(cluster: LocalCluster, manifest: dict[str, object]) -> None:

@@ -1,16 +1,17 @@
 """Real Kubernetes binaries for the cluster tier: kube-apiserver, kubectl, etcd (+ kubelet).
 
 With KUBEBUILDER_ASSETS set (envtest convention) the binaries come from that
-directory. Otherwise kube-apiserver, kubectl and kubelet are built once from the
-pinned upstream Go modules in tests/k8s/ into a per-version cache directory,
-and rebuilt only when the Go sources or the build recipe change; etcd is
-Debian's etcd-server.
+directory. Otherwise kube-apiserver, kubectl and (best effort) kubelet are
+built once from the pinned upstream Go modules in tests/k8s/ into a cache
+directory, and rebuilt only when their Go sources or the build recipe change;
+etcd is Debian's etcd-server.
 
-    python -m harness.k8s_binaries     # from tests/, or with PYTHONPATH=tests: prebuild
+    python -m harness.k8s_binaries [--no-kubelet]   # from tests/, or with PYTHONPATH=tests
 """
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import hashlib
 import os
@@ -21,18 +22,15 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 K8S_VERSION = "v1.32.13"
 GO_MODULE_DIR = Path(__file__).resolve().parents[1] / "k8s"
-# Binaries built by default, each from tests/k8s/cmd/<name>.
-BUILT_BINARIES: tuple[str, ...] = ("kube-apiserver", "kubectl", "kubelet")
-# A binary whose build failure does not fail ensure_binaries() (the apiserver tier works without).
-OPTIONAL_BINARIES = frozenset({"kubelet"})
-STAMP_NAME = "source.sha256"
+REQUIRED = ("kube-apiserver", "kubectl")
+OPTIONAL = ("kubelet",)  # best effort: the apiserver tier runs without it
 _PROGRESS_EVERY_S = 30.0
 
 
@@ -67,17 +65,18 @@ def _version_ldflags() -> str:
     return " ".join(flags)
 
 
-def _build_env() -> dict[str, str]:
-    # Static binaries like upstream's release builds: no C toolchain needed.
-    return {**os.environ, "CGO_ENABLED": "0"}
-
-
-def _build_command(go: str, name: str, out_dir: Path) -> list[str]:
+def _build_command(go: str, name: str, out: Path) -> list[str]:
+    # -mod=readonly: the committed go.sum is the whole truth; never edit the tree.
     return [
         go, "build", "-v", "-trimpath", "-mod=readonly", "-buildvcs=false",
         "-ldflags", _version_ldflags(),
-        "-o", str(out_dir / name), f"./cmd/{name}",
+        "-o", str(out), f"./cmd/{name}",
     ]  # fmt: skip
+
+
+def _build_env() -> dict[str, str]:
+    # Static binaries like upstream's release builds: no C toolchain needed.
+    return {**os.environ, "CGO_ENABLED": "0"}
 
 
 def cache_dir() -> Path:
@@ -85,15 +84,15 @@ def cache_dir() -> Path:
     return Path(root) / f"k8s-{K8S_VERSION}" / "bin"
 
 
-def source_hash() -> str:
-    """Hash of everything that decides the build output: module files, mains, recipe."""
+def source_hash(name: str) -> str:
+    """Hash of all that decides one binary: the module files, its main, the recipe."""
     digest = hashlib.sha256()
     files = [GO_MODULE_DIR / "go.mod", GO_MODULE_DIR / "go.sum"]
-    files += sorted((GO_MODULE_DIR / "cmd").glob("*/*.go"))
+    files += sorted((GO_MODULE_DIR / "cmd" / name).glob("*.go"))
     for path in files:
         digest.update(str(path.relative_to(GO_MODULE_DIR)).encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
-    recipe = [_version_ldflags(), "CGO_ENABLED=0", *BUILT_BINARIES]
+    recipe = [*_build_command("go", name, Path(name)), "CGO_ENABLED=0"]
     digest.update("\0".join(recipe).encode())
     return digest.hexdigest()
 
@@ -143,13 +142,13 @@ def _from_kubebuilder_assets(assets: Path) -> K8sBinaries:
 
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    # Serialises builds across concurrent pytest processes (e.g. xdist workers, two shells).
+    # Serialises builds across concurrent pytest processes (xdist workers, two shells).
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            _log(f"waiting for another build holding {path}")
+            _log(f"waiting for the build that holds {path}")
             fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -157,20 +156,29 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _is_current(bin_dir: Path, digest: str) -> bool:
-    stamp = bin_dir / STAMP_NAME
-    if not stamp.is_file() or stamp.read_text().strip() != digest:
-        return False
-    required = [n for n in BUILT_BINARIES if n not in OPTIONAL_BINARIES]
-    return all((bin_dir / n).is_file() for n in required)
+def _stamp_matches(stamp: Path, name: str) -> bool:
+    return stamp.is_file() and stamp.read_text().strip() == source_hash(name)
 
 
-def _run_go_build(go: str, name: str, out_dir: Path) -> None:
-    """Build one binary, printing a progress line every 30 s; raise BuildFailed with the tail."""
+def _is_current(bin_dir: Path, name: str) -> bool:
+    return (bin_dir / name).is_file() and _stamp_matches(bin_dir / f"{name}.sha256", name)
+
+
+def _failed_before(bin_dir: Path, name: str) -> bool:
+    # An optional binary that failed to build is not retried until its sources change.
+    return _stamp_matches(bin_dir / f"{name}.failed", name)
+
+
+def build_log(name: str) -> Path:
+    return cache_dir() / f"{name}.build.log"
+
+
+def _run_go_build(go: str, name: str, out: Path) -> None:
+    """Build one binary, logging go's output and a progress line every 30 s."""
     started = time.monotonic()
-    _log(f"building {name} ({K8S_VERSION}); the first build takes many minutes")
+    _log(f"building {name} {K8S_VERSION}; a first build takes many minutes")
     proc = subprocess.Popen(
-        _build_command(go, name, out_dir),
+        _build_command(go, name, out),
         cwd=GO_MODULE_DIR,
         env=_build_env(),
         stdout=subprocess.PIPE,
@@ -179,73 +187,107 @@ def _run_go_build(go: str, name: str, out_dir: Path) -> None:
     )
     assert proc.stdout is not None
     tail: deque[str] = deque(maxlen=40)
-    packages = 0
     done = threading.Event()
 
     def report() -> None:
         while not done.wait(_PROGRESS_EVERY_S):
             elapsed = time.monotonic() - started
-            _log(f"  still building {name}: {elapsed:.0f}s, {packages} packages compiled")
+            _log(f"  {name}: {elapsed:.0f}s, last package: {tail[-1] if tail else '-'}")
 
-    reporter = threading.Thread(target=report, daemon=True)
-    reporter.start()
+    threading.Thread(target=report, daemon=True).start()
     try:
-        for line in proc.stdout:
-            packages += 1
-            tail.append(line.rstrip())
+        with build_log(name).open("w") as log:
+            for line in proc.stdout:  # `go build -v` names each package as it compiles
+                log.write(line)
+                tail.append(line.rstrip())
         rc = proc.wait()
     finally:
         done.set()
         proc.stdout.close()
-    elapsed = time.monotonic() - started
     if rc != 0:
-        raise BuildFailed(f"go build ./cmd/{name} failed (exit {rc}):\n" + "\n".join(tail))
-    _log(f"built {name} in {elapsed:.0f}s")
+        raise BuildFailed(
+            f"go build ./cmd/{name} in {GO_MODULE_DIR} failed (exit {rc}); "
+            f"full log {build_log(name)}:\n" + "\n".join(tail)
+        )
+    _log(f"built {name} in {time.monotonic() - started:.0f}s")
 
 
-def _build_all(go: str, bin_dir: Path, digest: str) -> None:
-    bin_dir.mkdir(parents=True, exist_ok=True)
-    # Build into a scratch dir and move each binary in with rename(2), so a
-    # reader never sees a half-written binary and a failed build leaves no stamp.
+def _build(go: str, bin_dir: Path, name: str) -> None:
+    # Build beside the cache and rename(2) into place: a reader never sees a
+    # half-written binary, and a failed build leaves the old stamp mismatched.
     with tempfile.TemporaryDirectory(dir=bin_dir.parent, prefix=".build-") as scratch:
-        for name in BUILT_BINARIES:
-            try:
-                _run_go_build(go, name, Path(scratch))
-            except BuildFailed as exc:
-                if name not in OPTIONAL_BINARIES:
-                    raise
-                _log(f"optional {name} not built: {exc}")
-                (bin_dir / name).unlink(missing_ok=True)
-                continue
-            os.replace(Path(scratch) / name, bin_dir / name)
-    (bin_dir / STAMP_NAME).write_text(digest + "\n")
+        out = Path(scratch) / name
+        _run_go_build(go, name, out)
+        os.replace(out, bin_dir / name)
+    (bin_dir / f"{name}.failed").unlink(missing_ok=True)
+    (bin_dir / f"{name}.sha256").write_text(source_hash(name) + "\n")
 
 
-def _built_binaries() -> tuple[Path, Path, Path | None]:
+def _build_optional(go: str, bin_dir: Path, name: str) -> None:
+    try:
+        _build(go, bin_dir, name)
+    except BuildFailed as exc:
+        (bin_dir / f"{name}.failed").write_text(source_hash(name) + "\n")
+        _log(f"{name} is optional and was not built: {exc}")
+
+
+def build(required: Sequence[str], optional: Sequence[str] = ()) -> Path:
+    """Bring the named binaries up to date in the cache (under a lock); return its directory.
+
+    A required binary that fails to build raises BuildFailed; an optional one is
+    left absent (and not retried until its sources change).
+    """
     bin_dir = cache_dir()
-    digest = source_hash()
-    if not _is_current(bin_dir, digest):
+
+    def pending() -> tuple[list[str], list[str]]:
+        need = [n for n in required if not _is_current(bin_dir, n)]
+        want = [n for n in optional if not (_is_current(bin_dir, n) or _failed_before(bin_dir, n))]
+        return need, want
+
+    if pending() == ([], []):
+        return bin_dir
+    try:
         go = find_go()
-        with _locked(bin_dir.parent / "build.lock"):
-            if not _is_current(bin_dir, digest):
-                _build_all(go, bin_dir, digest)
-    kubelet = bin_dir / "kubelet"
-    return bin_dir / "kube-apiserver", bin_dir / "kubectl", kubelet if kubelet.is_file() else None
+    except PrerequisiteMissing:
+        if pending()[0]:
+            raise
+        _log(f"`go` not found: optional {', '.join(optional)} not built")
+        return bin_dir
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(bin_dir.parent / "build.lock"):
+        need, want = pending()  # another process may have built some meanwhile
+        for name in need:
+            _build(go, bin_dir, name)
+        for name in want:
+            _build_optional(go, bin_dir, name)
+    return bin_dir
 
 
-def ensure_binaries() -> K8sBinaries:
-    """Return the binaries, building (once, cached) what is missing or stale."""
+def ensure_binaries(*, kubelet: bool = True) -> K8sBinaries:
+    """Return the binaries, building (once, cached) what is missing or stale.
+
+    kubelet is best effort: None when not asked for or when it did not build
+    (the reason is in build_log("kubelet")).
+    """
     assets = os.environ.get("KUBEBUILDER_ASSETS")
     if assets:
         return _from_kubebuilder_assets(Path(assets))
     etcd = find_etcd()
-    kube_apiserver, kubectl, kubelet = _built_binaries()
-    return K8sBinaries(kube_apiserver=kube_apiserver, kubectl=kubectl, etcd=etcd, kubelet=kubelet)
+    bin_dir = build(REQUIRED, OPTIONAL if kubelet else ())
+    return K8sBinaries(
+        kube_apiserver=bin_dir / "kube-apiserver",
+        kubectl=bin_dir / "kubectl",
+        etcd=etcd,
+        kubelet=bin_dir / "kubelet" if kubelet and _is_current(bin_dir, "kubelet") else None,
+    )
 
 
-def main() -> int:
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Build (once) and print the k8s test binaries.")
+    parser.add_argument("--no-kubelet", action="store_true", help="skip the (optional) kubelet")
+    args = parser.parse_args(argv)
     try:
-        binaries = ensure_binaries()
+        binaries = ensure_binaries(kubelet=not args.no_kubelet)
     except PrerequisiteMissing as exc:
         print(f"prerequisite missing: {exc}", file=sys.stderr)
         return 2

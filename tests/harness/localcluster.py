@@ -507,7 +507,7 @@ class LocalCluster:
         self._say("starting etcd + kube-apiserver")
         self.apiserver = LocalAPIServer(binaries, extra_apiserver_args=apiserver_args(pki))
         # Their temporary dirs, for a sweep after a crash (etcd's is not public).
-        dirs = [self.apiserver.workdir, getattr(self.apiserver, "_etcd_dir", None)]
+        dirs = [self.apiserver.workdir, getattr(self.apiserver, "etcd_dir", None)]
         self._save_record(apiserver_dirs=[str(d) for d in dirs if d is not None])
         self.apiserver.start()
         shutil.copyfile(self.apiserver.kubeconfig, self.kubeconfig)
