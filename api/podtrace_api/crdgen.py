@@ -53,9 +53,12 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
         return node
     node = dict(node)
     if "$ref" in node:
-        target = defs[node.pop("$ref").rsplit("/", 1)[-1]]
-        merged = {**_resolve(target, defs), **{k: v for k, v in node.items()}}
-        node = merged
+        target = _resolve(defs[node.pop("$ref").rsplit("/", 1)[-1]], defs)
+        # The field's own words first, then the type's: `kubectl explain` shows both.
+        described = [d for d in (node.get("description"), target.get("description")) if d]
+        node = {**target, **node}
+        if described:
+            node["description"] = " ".join(dict.fromkeys(described))
     if "anyOf" in node:
         options = [o for o in node.pop("anyOf") if o.get("type") != "null"]
         if len(options) != 1:

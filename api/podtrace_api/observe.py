@@ -77,7 +77,7 @@ class FileOpenObserve(Model):
 class ConnectObserve(Model):
     """Outbound connections (connect)."""
 
-    ports: list[int] = Field(
+    ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
         default_factory=list,
         max_length=32,
         description="Only report connects to these destination ports; empty means all ports.",
