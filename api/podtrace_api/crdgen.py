@@ -45,6 +45,16 @@ class _Schema(GenerateJsonSchema):
         return super().default_schema(schema)
 
 
+def _merge(target: dict[str, Any], field: dict[str, Any]) -> dict[str, Any]:
+    """A field's schema over its type's; the field's words first, then the type's,
+    so `kubectl explain` says both what the field is for and what the type is."""
+    described = [d for d in (field.get("description"), target.get("description")) if d]
+    merged = {**target, **field}
+    if described:
+        merged["description"] = " ".join(dict.fromkeys(described))
+    return merged
+
+
 def _resolve(node: Any, defs: dict[str, Any]) -> Any:
     """Inline $refs, collapse Optional's anyOf-null, drop what CRDs do not allow."""
     if isinstance(node, list):
@@ -53,17 +63,12 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
         return node
     node = dict(node)
     if "$ref" in node:
-        target = _resolve(defs[node.pop("$ref").rsplit("/", 1)[-1]], defs)
-        # The field's own words first, then the type's: `kubectl explain` shows both.
-        described = [d for d in (node.get("description"), target.get("description")) if d]
-        node = {**target, **node}
-        if described:
-            node["description"] = " ".join(dict.fromkeys(described))
+        node = _merge(_resolve(defs[node.pop("$ref").rsplit("/", 1)[-1]], defs), node)
     if "anyOf" in node:
         options = [o for o in node.pop("anyOf") if o.get("type") != "null"]
         if len(options) != 1:
             raise ValueError(f"union types cannot be expressed in a structural schema: {node}")
-        node = {**_resolve(options[0], defs), **node}
+        node = _merge(_resolve(options[0], defs), node)
         if node.get("default", ...) is None:
             del node["default"]
     node.pop("title", None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,6 +40,13 @@ def crds_installed(apiserver: LocalAPIServer) -> list[str]:
     apiserver.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{n}" for n in names)
     )
+    # Established comes before the kinds are in discovery and OpenAPI (explain).
+    deadline = time.monotonic() + 60
+    for name in names:
+        while apiserver.kubectl("explain", name.split(".", 1)[0], check=False).returncode:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{name} is Established but not published in OpenAPI after 60s")
+            time.sleep(0.2)
     return names
 
 
