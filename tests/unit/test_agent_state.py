@@ -118,3 +118,14 @@ def test_status_without_spec_is_not_ready() -> None:
     ready = get_condition(status.conditions, "Ready")
     assert ready.status == "False" and ready.reason == "WaitingForSpec"
     assert get_condition(status.conditions, "RuntimeConnected").reason == "NoCRIRuntime"
+
+
+def test_the_runtime_reexec_before_the_entrypoint_is_not_the_workload() -> None:
+    state = NodeState()
+    state.set_spec(SPEC, 1)
+    state.add_cgroup(_known(7, "c1", "u1", "app"))
+    state.applied(state.replan(0.0, WALL)[0])
+    for filename in ["/proc/self/exe", "/proc/self/exe", "/bin/app", "/proc/self/exe"]:
+        state.on_event(_exec(7, filename), WALL)
+    execs = state.results[("u1", "app")].execs
+    assert execs == {"/bin/app": 1, "/proc/self/exe": 1}  # a later re-exec is the workload's

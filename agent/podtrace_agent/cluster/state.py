@@ -23,6 +23,7 @@ from .plan import CgroupRef, Plan, PodView, TargetKey, TraceRequest, plan
 from .results import TargetResults
 from .rules import Match, RuleSet, count_delta
 
+RUNTIME_REEXEC = "/proc/self/exe"  # runc (and crun) re-exec themselves to set a container up
 GRACE_S = 30.0  # how long an unclaimed new container stays traced, waiting for the spec
 PENDING_EVENTS_PER_CGROUP = 256
 
@@ -70,6 +71,7 @@ class NodeState:
         self.plan = Plan({}, {}, {})
         self.programmed: dict[int, TraceRequest] = {}
         self.dropped: set[int] = set()  # cgroups untraced as nobody's target
+        self._started: set[int] = set()  # cgroups whose entrypoint exec was seen
         self._pending: dict[int, deque[Event]] = {}
         self._counts: dict[int, dict[int, int]] = {}
         self.spec_seen = False
@@ -95,6 +97,7 @@ class NodeState:
         self._pending.pop(cgroup_id, None)
         self.programmed.pop(cgroup_id, None)
         self.dropped.discard(cgroup_id)
+        self._started.discard(cgroup_id)
 
     # -- planning ------------------------------------------------------------------
     def replan(self, now: float, wall: datetime) -> tuple[Changes, list[Observation]]:
@@ -161,6 +164,10 @@ class NodeState:
         results = self.results.setdefault(key, TargetResults(container=key[1]))
         matches: list[Match] = []
         if isinstance(event, ExecEvent):
+            if event.cgroup_id not in self._started:
+                if event.filename == RUNTIME_REEXEC:
+                    return None  # the runtime setting the container up, not the workload
+                self._started.add(event.cgroup_id)
             results.add_exec(event.filename, wall)
             matches = self.rules.on_exec(event.filename, sources)
         elif isinstance(event, OpenEvent):
