@@ -36,11 +36,11 @@ test: deps venv binaries ## every test tier; tiers missing prerequisites skip (f
 unit: venv ## only the pure-logic tier: no root, no cluster
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-demo:
-	@echo "make demo: not yet available (the local single-node cluster lands with issue 6)"
+demo: deps venv binaries ## a cluster, podtrace, a workload traced: prints tp/ct/nt, Events, seccomp profile
+	$(PY) scripts/demo.py up
 
-demo-down:
-	@echo "make demo-down: nothing to tear down yet"
+demo-down: venv ## tear down everything `make demo` started
+	$(PY) scripts/demo.py down
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
