@@ -12,8 +12,7 @@ COPY api api
 COPY operator operator
 COPY agent agent
 COPY scripts/make-venv scripts/make-venv
-RUN PYTHON=/usr/bin/python3 scripts/make-venv /opt/podtrace \
- && /opt/podtrace/bin/pip uninstall -y ruff grpcio-tools pytest hypothesis || true
+RUN PYTHON=/usr/bin/python3 PODTRACE_EXTRAS= scripts/make-venv /opt/podtrace
 ENV PATH=/opt/podtrace/bin:$PATH
 USER 0
 ENTRYPOINT []
