@@ -183,6 +183,21 @@ class Kube:
 
     # -- peering (read only: kopf itself writes the peering object) --------------------------
 
+    async def ensure_cluster_peering(self, name: str) -> bool:
+        """Create the ClusterKopfPeering if missing (kopf waits forever without it).
+        True when it was created."""
+        if await self.get_cluster_peering(name) is not None:
+            return False
+        body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
+                "metadata": {"name": name}}  # fmt: skip
+        try:
+            await self.request("POST", "/apis/kopf.dev/v1/clusterkopfpeerings", body)
+        except ApiError as err:
+            if err.status != 409:
+                raise
+            return False
+        return True
+
     async def get_cluster_peering(self, name: str) -> dict[str, Any] | None:
         try:
             return await self.request("GET", f"/apis/kopf.dev/v1/clusterkopfpeerings/{quote(name)}")

@@ -79,6 +79,17 @@ def identity(namespace: str) -> str:
     return f"{namespace}/{who}/{os.getpid()}"
 
 
+def configure_logging(*, verbose: bool, debug: bool) -> None:
+    """INFO for podtrace and kopf's own engine; kopf's line per handler call (two per
+    pod event) and the probe's access log only with --verbose; everything with --debug."""
+    kopf.configure(debug=debug)
+    if debug:
+        return
+    chatty = logging.INFO if verbose else logging.WARNING
+    for name in ("kopf.objects", "kopf.activities", "aiohttp.access"):
+        logging.getLogger(name).setLevel(chatty)
+
+
 def operator_settings(args: argparse.Namespace) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     # podtrace raises its own events.k8s.io/v1 Events; kopf's core/v1 ones would be noise.
@@ -116,6 +127,8 @@ async def run(args: argparse.Namespace) -> int:
         kube,
         gate,
     )
+    if isinstance(gate, PeeringGate) and await kube.ensure_cluster_peering(args.peering):
+        logger.info("created ClusterKopfPeering %s", args.peering)
     tasks = [asyncio.create_task(runtime.run(), name="podtrace writer")]
     if isinstance(gate, PeeringGate):
         tasks.append(asyncio.create_task(gate.run(runtime.activated), name="podtrace peering"))
@@ -143,7 +156,7 @@ async def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point `podtrace-operator`."""
     args = parse_args(argv)
-    kopf.configure(debug=args.debug, verbose=args.verbose or args.debug)
+    configure_logging(verbose=args.verbose, debug=args.debug)
     if args.pending_timeout <= timedelta(0):
         print("--pending-timeout must be positive", file=sys.stderr)
         return 2

@@ -85,6 +85,11 @@ def _created(body: Mapping[str, Any]) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else utcnow()
 
 
+def _changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    return ", ".join(keys) or "nothing"
+
+
 @dataclass
 class PolicyState:
     name: str
@@ -516,6 +521,8 @@ class Runtime:
             state.name, {"status": replace_patch(old_wire, new.to_wire())}
         )
         self.writes += 1
+        logger.info("TracingPolicy %s: status written (%s)", state.name,
+                    _changed_keys(old_wire, new.to_wire()))  # fmt: skip
         events = policy_events(state.status, new)
         # The state may have been replaced by a watch event while we waited: update the
         # current one (the answer is the newest version of the object).
@@ -558,6 +565,8 @@ class Runtime:
                 state.namespace, state.name, {"status": replace_patch(old_wire, new.to_wire())}
             )
             self.writes += 1
+            logger.info("ContainerTrace %s/%s: status written (%s)", state.namespace, state.name,
+                        _changed_keys(old_wire, new.to_wire()))  # fmt: skip
             events = trace_events(state.status, new)
             current = self.traces.get(sid)
             if current is not None and current.uid == state.uid:
