@@ -165,13 +165,12 @@ def test_invalid_policy_is_reported_and_the_others_keep_working(
     apply(api, node("iv-n1"))
     namespace(api, "iv")
     pod(api, "p", "iv", "iv-n1", {"app": "iv"})
-    apply(
-        api,
-        policy("iv-bad", {"selector": {"podSelector": {"matchLabels": {"app": "iv"}}},
-                          "observe": {"syscalls": {"mode": "Named",
-                                                   "names": ["openat", "notasyscall"]}}}),
-        policy("iv-good", {"selector": {"podSelector": {"matchLabels": {"app": "iv"}}}}),
-    )  # fmt: skip
+    bad_policy = policy("iv-bad", {
+        "selector": {"podSelector": {"matchLabels": {"app": "iv"}}},
+        "observe": {"syscalls": {"mode": "Named", "names": ["openat", "notasyscall"]}},
+    })  # fmt: skip
+    good = policy("iv-good", {"selector": {"podSelector": {"matchLabels": {"app": "iv"}}}})
+    apply(api, bad_policy, good)
     wait_targets(api, "iv-n1", "TracingPolicy/iv-good", [("p", "iv", "app")])
 
     def invalid() -> dict | None:
@@ -195,6 +194,18 @@ def test_invalid_policy_is_reported_and_the_others_keep_working(
     wait_targets(api, "iv-n1", "TracingPolicy/iv-bad", [("p", "iv", "app")])
     wait_for("Valid=True", lambda: condition(get(api, "tracingpolicy", "iv-bad"),
                                              "Valid").get("status") == "True")  # fmt: skip
+
+    # Broken the same way again: the same Warning, folded into the first Event's series.
+    apply(api, bad_policy)
+    wait_targets(api, "iv-n1", "TracingPolicy/iv-bad", [])
+
+    def repeated() -> list | None:
+        found = [e for e in events_about(api, "TracingPolicy", "iv-bad")
+                 if (e["type"], e["reason"]) == ("Warning", "Invalid")]  # fmt: skip
+        return found if found and (found[0].get("series") or {}).get("count") == 2 else None
+
+    (event,) = wait_for("the Warning's series to count 2", repeated)
+    assert event["metadata"]["name"] == warnings[0]["metadata"]["name"]
 
 
 def test_reapplying_is_a_no_op_and_user_objects_carry_no_kopf_bookkeeping(
