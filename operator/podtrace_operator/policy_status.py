@@ -16,7 +16,7 @@ from podtrace_api.conditions import get_condition, set_condition
 from podtrace_api.tracingpolicy import RuleCount, TracingPolicyStatus
 
 from .events import EventSpec, EventType
-from .reports import NodeReport, rule_counts
+from .reports import NodeReport
 from .validation import Problem, summary
 
 MAX_RULE_COUNTS = 32
@@ -35,6 +35,7 @@ def policy_status(
     problems: Iterable[Problem],
     placement: Mapping[str, int],
     reports: Mapping[str, NodeReport],
+    rules: Mapping[str, int],
     source_id: str,
     old: TracingPolicyStatus | None,
     now: datetime,
@@ -42,7 +43,8 @@ def policy_status(
     """The status a TracingPolicy should have now.
 
     `placement` is node → containers selected there (from the compile step);
-    `reports` the NodeTracers by node name.
+    `reports` the NodeTracers by node name; `rules` the rule matches counted so far
+    (the ledger's total: live targets plus those gone).
     """
     problems = list(problems)
     conditions = list(old.conditions) if old else []
@@ -71,7 +73,7 @@ def policy_status(
         else:
             reason, message, ok = APPLIED, f"applied on all {total} nodes", True
         conditions = set_condition(conditions, "Ready", ok, reason, message, now, generation)
-    counts = rule_counts(reports.values(), source_id)
+    counts = {rule: n for rule, n in rules.items() if n}
     return TracingPolicyStatus(
         observed_generation=generation,
         conditions=conditions,
@@ -118,6 +120,11 @@ def policy_events(
                 "no running container matches the policy's selector", "Compile",
             ))  # fmt: skip
     return events
+
+
+def stored_rules(status: TracingPolicyStatus | None) -> dict[str, int] | None:
+    """The rule matches a stored status counted (to seed the ledger after a restart)."""
+    return {c.rule: c.count for c in status.rule_counts} if status else None
 
 
 def same_status(a: TracingPolicyStatus | None, b: TracingPolicyStatus) -> bool:

@@ -7,7 +7,7 @@ status is merged from these reports."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,12 +63,3 @@ def node_report(body: Mapping[str, Any]) -> NodeReport:
         targets=tuple(status.targets),
     )
 
-
-def rule_counts(reports: Iterable[NodeReport], source_id: str) -> dict[str, int]:
-    """Rule matches of one source summed over every node's targets, by rule name."""
-    counts: dict[str, int] = {}
-    for report in reports:
-        for _, result in report.results_for(source_id):
-            for match in result.rule_matches:
-                counts[match.rule] = counts.get(match.rule, 0) + match.count
-    return counts

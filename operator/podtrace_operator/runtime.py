@@ -38,11 +38,12 @@ from .inventory import labels_of, name_of, pod_record
 from .kube import CR, ApiError, Kube
 from .leadership import Gate, Standalone
 from .merge_patch import replace_patch
-from .policy_status import policy_events, policy_status, same_status
+from .policy_status import policy_events, policy_status, same_status, stored_rules
 from .reports import NodeReport, node_report
 from .seccomp import DEFAULT_ARCH
 from .sources import Parsed, parse_policy, parse_trace
-from .trace_status import TraceInput, is_active, trace_events, trace_status
+from .tallies import Ledger, Tally
+from .trace_status import TraceInput, is_active, stored_tally, trace_events, trace_status
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +160,7 @@ class Runtime:
         self.policies: dict[str, PolicyState] = {}
         self.traces: dict[str, TraceState] = {}  # by source id
         self.reports: dict[str, NodeReport] = {}
+        self.ledger = Ledger()  # counts of targets gone, kept (and kept across re-lists)
         self.stored: dict[str, WireSpec] = {}  # NodeTracer name → spec as the apiserver holds it
         self.replaced_specs: dict[str, WireSpec] = {}
         self.node_uids: dict[str, str] = {}
@@ -256,6 +258,7 @@ class Runtime:
         self._record(self.policy_gone, body)
         sid = source_id(SourceKind.TRACING_POLICY, name_of(body))
         self.policies.pop(sid, None)
+        self.ledger.forget(sid)
         self.index.delete_source(sid)
         self._poke()
 
@@ -298,6 +301,7 @@ class Runtime:
         meta = body.get("metadata") or {}
         sid = source_id(SourceKind.CONTAINER_TRACE, meta["name"], meta["namespace"])
         self.traces.pop(sid, None)
+        self.ledger.forget(sid)
         self.deadlines.pop(sid, None)
         self.index.delete_source(sid)
         self._poke()
@@ -327,6 +331,7 @@ class Runtime:
         old = self.reports.pop(name, None)
         if report is not None:
             self.reports[name] = report
+        self.ledger.observe(name, old, report)
         for r in (old, report):
             if r is not None:
                 self.dirty.sources.update(r.spec_sources)
@@ -362,6 +367,11 @@ class Runtime:
             handler = getattr(self, f"{kind}_seen")
             for item in items:
                 handler(item)
+        # NodeTracers gone while paused: their targets' counts move to the carried totals.
+        listed = {name_of(b) for b in lists["nodetracer"]}
+        for name in set(self.reports) - listed:
+            self._take_report(name, None)
+            self.stored.pop(name, None)
         for fn, body in journal:
             fn(body)
         self.needs_resync = False
@@ -370,11 +380,11 @@ class Runtime:
         logger.info("re-listed after a pause (%d events replayed)", len(journal))
 
     def _reset(self) -> None:
+        """Forget what the re-list will tell again. Reports stay, so that the ledger
+        sees each NodeTracer's change across the pause (see `resync`)."""
         self.index = ClusterIndex()
         self.policies.clear()
         self.traces.clear()
-        self.reports.clear()
-        self.stored.clear()
         self.replaced_specs.clear()
         self.node_uids.clear()
         self.deadlines.clear()
@@ -505,12 +515,16 @@ class Runtime:
 
     async def _sync_policy(self, state: PolicyState) -> None:
         assert self.kube is not None
+        sid = state.parsed.id
+        rules = stored_rules(state.status)
+        self.ledger.seed(sid, Tally(rules=rules) if rules is not None else None)
         new = policy_status(
             generation=state.generation,
             problems=state.parsed.problems,
-            placement=self.index.placement(state.parsed.id),
+            placement=self.index.placement(sid),
             reports=self.reports,
-            source_id=state.parsed.id,
+            rules=self.ledger.total(sid).rules,
+            source_id=sid,
             old=state.status,
             now=self.clock(),
         )
@@ -536,6 +550,7 @@ class Runtime:
     async def _sync_trace(self, state: TraceState) -> None:
         assert self.kube is not None
         sid = state.parsed.id
+        self.ledger.seed(sid, stored_tally(state.status))
         targets = self.index.targets_of(sid)
         arches = {self.index.nodes.get(node, {}).get(ARCH_LABEL, DEFAULT_ARCH)
                   for node, _ in targets}  # fmt: skip
@@ -548,6 +563,7 @@ class Runtime:
             source_id=sid,
             targets=targets,
             reports=self.reports,
+            tally=self.ledger.total(sid),
             arches=arches,
             now=self.clock(),
             pending_timeout=self.settings.pending_timeout,

@@ -13,6 +13,8 @@ drops it) and its results stay as they were at that moment.
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -35,6 +37,7 @@ from podtrace_api.containertrace import (
 from .events import EventSpec, EventType
 from .reports import NodeReport
 from .seccomp import profile_json
+from .tallies import Tally
 from .validation import Problem, summary
 
 MAX_TARGETS = 256  # ContainerTraceStatus.targets maxItems
@@ -92,10 +95,11 @@ def merge_results(
     generation: int,
     targets: Iterable[tuple[str, Mapping[str, Any]]],
     reports: Mapping[str, NodeReport],
+    tally: Tally,
     top_n: int,
 ) -> Results:
     """Targets from the compile step joined with what their node's agent says; syscall
-    and exec counts summed over every node's results for this trace."""
+    and exec counts from the trace's tally (every node, live targets and gone ones)."""
     traced: list[TracedTarget] = []
     tracing = 0
     for node, target in targets:
@@ -118,38 +122,42 @@ def merge_results(
             since=seen.since if seen else None,
             message=seen.message if seen else "",
         ))  # fmt: skip
-    syscalls: dict[str, int] = {}
-    execs: dict[str, ExecRecord] = {}
-    execs_total = 0
-    for report in reports.values():
-        for _, result in report.results_for(source_id):
-            for name, count in result.syscalls.items():
-                syscalls[name] = syscalls.get(name, 0) + count
-            execs_total += result.execs_total
-            for record in result.execs:
-                execs[record.filename] = _merge_exec(execs.get(record.filename), record)
+    syscalls = {n: c for n, c in tally.syscalls.items() if c > 0}
+    names = sorted(tally.names | syscalls.keys())
     top = sorted(syscalls.items(), key=lambda kv: (-kv[1], kv[0]))[: min(top_n, MAX_TOP)]
     return Results(
         targets=traced[:MAX_TARGETS],
         target_count=len(traced),
         tracing=tracing,
         histogram=SyscallHistogram(
-            total=sum(syscalls.values()),
-            distinct=len(syscalls),
+            total=max(tally.syscalls_total, sum(syscalls.values())),
+            distinct=len(names),
             top=[SyscallCount(name=n, count=c) for n, c in top],
         ),
-        syscall_names=sorted(n for n, c in syscalls.items() if c > 0),
-        execs_total=execs_total,
-        execs=sorted(execs.values(), key=lambda e: (-e.count, e.filename))[:MAX_EXECS],
+        syscall_names=names,
+        execs_total=tally.execs_total,
+        execs=sorted(tally.execs.values(), key=lambda e: (-e.count, e.filename))[:MAX_EXECS],
     )
 
 
-def _merge_exec(a: ExecRecord | None, b: ExecRecord) -> ExecRecord:
-    if a is None:
-        return b
-    first = min((a, b), key=lambda e: (e.first_seen is None, e.first_seen or datetime.max))
-    return ExecRecord(filename=a.filename, count=a.count + b.count,
-                      container=first.container, first_seen=first.first_seen)  # fmt: skip
+def stored_tally(status: ContainerTraceStatus | None) -> Tally | None:
+    """What a stored status counted (to seed the ledger after a restart): the top of the
+    histogram, the totals, the execs, and every name the stored profile allows."""
+    if status is None:
+        return None
+    hist = status.syscalls or SyscallHistogram()
+    names = {s.name for s in hist.top}
+    if status.seccomp_profile and status.seccomp_profile.profile:
+        with contextlib.suppress(ValueError, KeyError, IndexError, TypeError):
+            rules = json.loads(status.seccomp_profile.profile)["syscalls"]
+            names |= {n for rule in rules for n in rule["names"]}
+    return Tally(
+        syscalls={s.name: s.count for s in hist.top},
+        syscalls_total=hist.total,
+        execs={e.filename: e for e in status.execs},
+        execs_total=status.execs_total,
+        names=names,
+    )
 
 
 def trace_status(
@@ -158,6 +166,7 @@ def trace_status(
     source_id: str,
     targets: Iterable[tuple[str, Mapping[str, Any]]],
     reports: Mapping[str, NodeReport],
+    tally: Tally,
     arches: Iterable[str],
     now: datetime,
     pending_timeout: timedelta,
@@ -190,7 +199,7 @@ def trace_status(
         old = ContainerTraceStatus()  # a fixed spec starts over
 
     spec = trace.spec
-    results = merge_results(source_id, gen, targets, reports, top_n)
+    results = merge_results(source_id, gen, targets, reports, tally, top_n)
     phase, start, completion, deadline = old.phase, old.start_time, None, None
     duration = parse_duration(spec.duration) if spec.duration else None
     if phase == TracePhase.PENDING:

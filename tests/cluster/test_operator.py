@@ -43,6 +43,10 @@ def operator(apiserver: LocalAPIServer, crds_installed: list[str]) -> Iterator[O
         yield op
 
 
+def policy_status_of(api: LocalAPIServer, name: str) -> dict[str, Any]:
+    return (get(api, "tracingpolicy", name) or {}).get("status") or {}
+
+
 def phase_of(api: LocalAPIServer, name: str, ns: str) -> str | None:
     return ((get(api, "containertrace", name, ns) or {}).get("status") or {}).get("phase")
 
@@ -364,6 +368,15 @@ def test_policy_status_aggregates_agent_reports(
     tp = wait_for("2/2 nodes ready and 7 rule matches", aggregated)
     assert tp["status"]["ruleCounts"] == [{"rule": "shell", "count": 7}]
     assert condition(tp, "Ready")["reason"] == "Applied"
+
+    # p1 finishes: its target leaves the spec and the agent's report, its counts stay.
+    set_pod_phase(api, "p1", "ag", "Succeeded")
+    wait_targets(api, "ag-n1", src, [])
+    report_as_agent(api, "ag-n1", [])
+    wait_for("1 node with targets", lambda: policy_status_of(api, "ag").get("nodesTotal") == 1)
+    time.sleep(1)
+    status = policy_status_of(api, "ag")
+    assert status["eventsTotal"] == 7 and status["matchedContainers"] == 1
     wait_for("the Applied Event", lambda: ("Normal", "Applied") in reasons(
         events_about(api, "TracingPolicy", "ag")))  # fmt: skip
 

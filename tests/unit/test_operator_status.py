@@ -13,6 +13,7 @@ from podtrace_operator.events import EventType
 from podtrace_operator.policy_status import policy_events, policy_status
 from podtrace_operator.reports import NodeReport, node_report
 from podtrace_operator.seccomp import profile, profile_json
+from podtrace_operator.tallies import Ledger, Tally
 from podtrace_operator.trace_status import TraceInput, trace_events, trace_status
 from podtrace_operator.validation import Problem
 
@@ -70,6 +71,14 @@ def reports(*bodies: dict) -> dict[str, NodeReport]:
     return {b["metadata"]["name"]: node_report(b) for b in bodies}
 
 
+def tally(nts: dict[str, NodeReport], source: str) -> Tally:
+    """What the ledger totals for `source` after seeing these reports."""
+    ledger = Ledger()
+    for name, report in nts.items():
+        ledger.observe(name, None, report)
+    return ledger.total(source)
+
+
 def test_policy_status_counts_nodes_containers_and_rule_matches() -> None:
     nts = reports(
         nodetracer("n1", sources={SID: 2}, targets=[
@@ -83,7 +92,8 @@ def test_policy_status_counts_nodes_containers_and_rule_matches() -> None:
                        {"rule": "shell", "count": 2}])])]),
     )  # fmt: skip
     status = policy_status(generation=2, problems=[], placement={"n1": 2, "n2": 1},
-                           reports=nts, source_id=SID, old=None, now=T0)  # fmt: skip
+                           reports=nts, rules=tally(nts, SID).rules, source_id=SID,
+                           old=None, now=T0)  # fmt: skip
     assert (status.nodes, status.nodes_ready, status.nodes_total) == ("1/2", 1, 2)
     assert status.matched_containers == 3 and status.observed_generation == 2
     assert status.events_total == 6
@@ -94,19 +104,19 @@ def test_policy_status_counts_nodes_containers_and_rule_matches() -> None:
 
 def test_invalid_policy_says_why_and_raises_one_warning() -> None:
     problems = [Problem("spec.rules[0].syscalls", "unknown syscall(s) nope")]
-    status = policy_status(generation=1, problems=problems, placement={}, reports={},
+    status = policy_status(generation=1, problems=problems, placement={}, reports={}, rules={},
                            source_id=SID, old=None, now=T0)  # fmt: skip
     valid = next(c for c in status.conditions if c.type == "Valid")
     assert valid.status == "False" and "spec.rules[0].syscalls" in valid.message
     events = policy_events(None, status)
     assert [(e.type, e.reason) for e in events] == [(EventType.WARNING, "Invalid")]
-    again = policy_status(generation=1, problems=problems, placement={}, reports={},
+    again = policy_status(generation=1, problems=problems, placement={}, reports={}, rules={},
                           source_id=SID, old=status, now=T0 + timedelta(minutes=1))  # fmt: skip
     assert again == status and policy_events(status, again) == []
 
 
 def test_policy_lifecycle_events_follow_transitions_only() -> None:
-    args: dict[str, Any] = {"generation": 1, "problems": [], "source_id": SID}
+    args: dict[str, Any] = {"generation": 1, "problems": [], "source_id": SID, "rules": {}}
     none = policy_status(placement={}, reports={}, old=None, now=T0, **args)
     assert [e.reason for e in policy_events(None, none)] == ["Accepted", "NoMatchingPods"]
     waiting = policy_status(placement={"n1": 1}, reports={}, old=none, now=T0, **args)
@@ -138,6 +148,7 @@ SELECTED = [("n1", {"podUid": "u1", "container": "app", "pod": "web-1"})]
 def run(trace: TraceInput, now: datetime, nts: dict[str, NodeReport] | None = None,
         selected=SELECTED):  # fmt: skip
     return trace_status(trace, source_id=CT, targets=selected, reports=nts or {},
+                        tally=tally(nts or {}, CT),
                         arches=["amd64"], now=now, pending_timeout=timedelta(minutes=5),
                         top_n=2)  # fmt: skip
 
