@@ -502,6 +502,12 @@ class Runtime:
         self.writes += 1
         logger.info("NodeTracer %s: spec written (%d sources, %d targets)", node,
                     len(desired["sources"]), len(desired["targets"]))  # fmt: skip
+        overflow = self.index.overflow.get(node)
+        if overflow:
+            logger.warning(
+                "NodeTracer %s: %d targets and %d sources left out to stay within the CRD's "
+                "bounds", node, overflow.targets, overflow.sources,
+            )  # fmt: skip
         self.stored[node] = dict(answer.get("spec") or {})
         self._take_report(node, node_report(answer))
 

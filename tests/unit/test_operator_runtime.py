@@ -120,3 +120,18 @@ def test_a_watch_event_older_than_our_status_write_is_ignored() -> None:
     assert rt.policies["TracingPolicy/web"] is state
     rt.policy_seen(policy(generation=2, status=before))  # a user's edit is never ignored
     assert rt.policies["TracingPolicy/web"].generation == 2
+
+
+def test_cli_defaults_and_kopf_settings_keep_bookkeeping_off_user_objects() -> None:
+    import kopf
+
+    from podtrace_operator.main import operator_settings, parse_args
+
+    args = parse_args(["--kubeconfig", "/tmp/k", "--pending-timeout", "90s"])
+    assert (args.peering, args.standalone, args.priority) == ("podtrace-operator", False, None)
+    assert args.pending_timeout == timedelta(seconds=90)
+    assert parse_args(["--no-peering"]).standalone
+    settings = operator_settings(args)
+    assert isinstance(settings.persistence.progress_storage, kopf.StatusProgressStorage)
+    assert isinstance(settings.persistence.diffbase_storage, kopf.StatusDiffBaseStorage)
+    assert settings.posting.enabled is False
