@@ -28,7 +28,7 @@ DEFAULT_NAME = "localhost/podtrace-test/busybox:1"
 BUSYBOX = Path("/bin/busybox")
 APPLETS = (
     "sh", "true", "false", "sleep", "cat", "echo", "ls", "ps", "id", "env", "wc", "uname",
-    "date", "nice", "head", "grep", "touch", "mkdir", "rm",
+    "date", "head", "grep", "touch", "mkdir", "rm",
 )
 
 _OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
