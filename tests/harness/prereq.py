@@ -34,3 +34,12 @@ def need_binary(name: str, hint: str) -> str:
     if path is None:
         missing(f"`{name}` not found on PATH: {hint}")
     return path  # type: ignore[return-value]
+
+
+def not_on_this_kind_of_machine(reason: str, required_by: str) -> None:
+    """Skip a tier this kind of machine can never run (e.g. kind without a Docker
+    engine), even under PODTRACE_REQUIRE_ALL=1; `required_by` names the variable
+    that makes it mandatory where it can run."""
+    if os.environ.get(required_by, "") not in ("", "0", "false"):
+        pytest.fail(f"prerequisite missing ({required_by}=1): {reason}", pytrace=False)
+    pytest.skip(f"{reason} (set {required_by}=1 where it can run)")
