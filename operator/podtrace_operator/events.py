@@ -10,18 +10,17 @@ growing `series` instead of a new Event each time, as client-go's recorder does.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
+
+from podtrace_api.base import Condition, ConditionStatus
+from podtrace_api.conditions import get_condition
+from podtrace_api.observe import EventType
 
 REPORTING_CONTROLLER = "podtrace.io/operator"
 MAX_NOTE = 1024  # events.k8s.io/v1 rejects longer notes
-
-
-class EventType(StrEnum):
-    NORMAL = "Normal"
-    WARNING = "Warning"
 
 
 @dataclass(frozen=True)
@@ -32,6 +31,22 @@ class EventSpec:
     reason: str
     note: str
     action: str = "Reconcile"
+
+
+def validity_events(
+    old: Sequence[Condition], new: Sequence[Condition], accepted_note: str
+) -> list[EventSpec]:
+    """Accepted or Invalid when the Valid condition turns, or stays False for a new reason."""
+    was, now = get_condition(old, "Valid"), get_condition(new, "Valid")
+    if now is None or not (
+        was is None
+        or was.status != now.status
+        or (now.status == ConditionStatus.FALSE and was.message != now.message)
+    ):
+        return []
+    if now.status == ConditionStatus.TRUE:
+        return [EventSpec(EventType.NORMAL, "Accepted", accepted_note, "Compile")]
+    return [EventSpec(EventType.WARNING, "Invalid", now.message, "Compile")]
 
 
 @dataclass(frozen=True)

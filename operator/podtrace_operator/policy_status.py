@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 
-from podtrace_api.base import ConditionStatus
 from podtrace_api.conditions import get_condition, set_condition
 from podtrace_api.tracingpolicy import RuleCount, TracingPolicyStatus
 
-from .events import EventSpec, EventType
+from .events import EventSpec, EventType, validity_events
 from .reports import NodeReport
 from .validation import Problem, summary
 
@@ -93,20 +92,9 @@ def policy_events(
 ) -> list[EventSpec]:
     """Events for what changed between two statuses (none when nothing did)."""
     old_conditions = old.conditions if old else []
-    was_valid = get_condition(old_conditions, "Valid")
-    is_valid = get_condition(new.conditions, "Valid")
     was_ready = get_condition(old_conditions, "Ready")
     is_ready = get_condition(new.conditions, "Ready")
-    events: list[EventSpec] = []
-    if is_valid is not None and (
-        was_valid is None
-        or was_valid.status != is_valid.status
-        or (is_valid.status == ConditionStatus.FALSE and was_valid.message != is_valid.message)
-    ):
-        if is_valid.status == ConditionStatus.TRUE:
-            events.append(EventSpec(EventType.NORMAL, ACCEPTED, "policy accepted", "Compile"))
-        else:
-            events.append(EventSpec(EventType.WARNING, INVALID, is_valid.message, "Compile"))
+    events = validity_events(old_conditions, new.conditions, "policy accepted")
     if is_ready is not None and (was_ready is None or was_ready.reason != is_ready.reason):
         if is_ready.reason == APPLIED:
             events.append(EventSpec(

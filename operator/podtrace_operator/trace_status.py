@@ -34,7 +34,7 @@ from podtrace_api.containertrace import (
     TracePhase,
 )
 
-from .events import EventSpec, EventType
+from .events import EventSpec, EventType, validity_events
 from .reports import NodeReport
 from .seccomp import profile_json
 from .tallies import Tally
@@ -281,18 +281,8 @@ def _fmt(delta: timedelta | None) -> str:
 def trace_events(old: ContainerTraceStatus | None, new: ContainerTraceStatus) -> list[EventSpec]:
     """Events for the transitions between two statuses."""
     old_conditions = old.conditions if old else []
-    was_valid = get_condition(old_conditions, "Valid")
     is_valid = get_condition(new.conditions, "Valid")
-    events: list[EventSpec] = []
-    if is_valid is not None and (
-        was_valid is None
-        or was_valid.status != is_valid.status
-        or (is_valid.status == ConditionStatus.FALSE and was_valid.message != is_valid.message)
-    ):
-        if is_valid.status == ConditionStatus.TRUE:
-            events.append(EventSpec(EventType.NORMAL, "Accepted", "trace accepted", "Compile"))
-        else:
-            events.append(EventSpec(EventType.WARNING, "Invalid", is_valid.message, "Compile"))
+    events = validity_events(old_conditions, new.conditions, "trace accepted")
     old_phase = old.phase if old else TracePhase.PENDING
     if new.phase != old_phase and is_valid is not None and is_valid.status == ConditionStatus.TRUE:
         if new.phase == TracePhase.TRACING:
