@@ -37,6 +37,7 @@ import pytest
 
 from harness.localcluster import LocalCluster
 from harness.podtrace_procs import Podtrace, install_crds
+from harness.procs import tail
 
 T = TypeVar("T")
 
@@ -104,9 +105,9 @@ class Loop:
     def logs(self) -> str:
         pt = self.podtrace
         return (
-            f"\n--- agent log (tail) ---\n{Podtrace.tail(pt.agent_log, 30)}"
-            f"\n--- agent events (tail) ---\n{Podtrace.tail(pt.agent_events, 15)}"
-            f"\n--- operator log (tail) ---\n{Podtrace.tail(pt.operator_log, 30)}"
+            f"\n--- agent log (tail) ---\n{tail(pt.agent_log, 30)}"
+            f"\n--- agent events (tail) ---\n{tail(pt.agent_events, 15)}"
+            f"\n--- operator log (tail) ---\n{tail(pt.operator_log, 30)}"
         )
 
     def wait_for(

@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from harness.k8s_binaries import K8sBinaries
+from harness.procs import stop_process, tail
 
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -59,7 +60,7 @@ class KubectlError(subprocess.CalledProcessError):
 
 
 @dataclass(frozen=True)
-class _Pem:
+class Pem:
     cert: bytes
     key: bytes
 
@@ -72,7 +73,7 @@ def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
     )
 
 
-def _issue(
+def issue_certificate(
     subject: x509.Name,
     issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
     *,
@@ -80,7 +81,7 @@ def _issue(
     usage: x509.ObjectIdentifier | None = None,
     ips: Sequence[str] = (),
     dns: Sequence[str] = (),
-) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey, _Pem]:
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey, Pem]:
     """One certificate: self-signed when `issuer` is None. P-256 keys: fast to generate."""
     key = ec.generate_private_key(ec.SECP256R1())
     issuer_name, issuer_key = issuer if issuer else (subject, key)
@@ -116,22 +117,22 @@ def _issue(
     if names:
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     cert = builder.sign(issuer_key, hashes.SHA256())
-    return cert, key, _Pem(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+    return cert, key, Pem(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
 
 
 @dataclass(frozen=True)
 class _Pki:
-    ca: _Pem
-    serving: _Pem
-    admin: _Pem
+    ca: Pem
+    serving: Pem
+    admin: Pem
     service_account_key: bytes  # RSA private key, PEM; the apiserver derives the public key
 
 
 def _make_pki() -> _Pki:
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "podtrace-test-ca")])
-    ca_cert, ca_key, ca = _issue(ca_name, None, ca=True)
+    ca_cert, ca_key, ca = issue_certificate(ca_name, None, ca=True)
     signer = (ca_cert.subject, ca_key)
-    _, _, serving = _issue(
+    _, _, serving = issue_certificate(
         x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
         signer,
         usage=ExtendedKeyUsageOID.SERVER_AUTH,
@@ -144,7 +145,7 @@ def _make_pki() -> _Pki:
             x509.NameAttribute(NameOID.COMMON_NAME, ADMIN_USER),
         ]
     )
-    _, _, admin = _issue(admin_name, signer, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+    _, _, admin = issue_certificate(admin_name, signer, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
     # RS256 is what every ServiceAccount token consumer understands.
     sa_key = _key_pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
     return _Pki(ca=ca, serving=serving, admin=admin, service_account_key=sa_key)
@@ -170,25 +171,6 @@ def _spawn(argv: Sequence[str | os.PathLike[str]], log: Path) -> subprocess.Pope
         return subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
         )
-
-
-def _stop(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=_STOP_GRACE_S)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
-        return "(no log)"
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def _etcd_supports(etcd: Path, flag: str) -> bool:
@@ -266,8 +248,8 @@ class LocalAPIServer:
         self.startup_seconds = time.monotonic() - started
 
     def stop(self) -> None:
-        _stop(self._apiserver)
-        _stop(self._etcd)
+        stop_process(self._apiserver, _STOP_GRACE_S)
+        stop_process(self._etcd, _STOP_GRACE_S)
         if os.environ.get("PODTRACE_KEEP_APISERVER_DIR"):
             print(f"kept {self.workdir} and {self._etcd_dir}", file=sys.stderr)
             return
@@ -356,8 +338,8 @@ class LocalAPIServer:
         # The logs go with the work dir on exit: PODTRACE_KEEP_APISERVER_DIR=1 keeps them.
         return StartupError(
             f"kube-apiserver at {self.url}: {what}\n"
-            f"--- kube-apiserver log (tail) ---\n{_tail(self.apiserver_log)}\n"
-            f"--- etcd log (tail) ---\n{_tail(self.etcd_log)}"
+            f"--- kube-apiserver log (tail) ---\n{tail(self.apiserver_log)}\n"
+            f"--- etcd log (tail) ---\n{tail(self.etcd_log)}"
         )
 
     # -- access --

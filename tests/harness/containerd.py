@@ -38,6 +38,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from harness.procs import stop_process, tail
 from podtrace_agent.cri import api_pb2
 from podtrace_agent.cri.client import CRIClient
 from podtrace_agent.cri.errors import CRIError, NotFound, Unimplemented
@@ -103,13 +104,6 @@ disabled_plugins = [
   bin_dir = "{workdir / "cni" / "bin"}"
   conf_dir = "{workdir / "cni" / "conf"}"
 """
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
 
 
 def cgroup_mounts() -> list[Path]:
@@ -197,7 +191,7 @@ class Containerd:
             while time.monotonic() < deadline:
                 if self._proc is not None and self._proc.poll() is not None:
                     raise StartupError(
-                        f"containerd exited with code {self._proc.returncode}:\n{_tail(self.log)}"
+                        f"containerd exited with code {self._proc.returncode}:\n{tail(self.log)}"
                     )
                 if self.socket.exists():
                     try:
@@ -212,22 +206,15 @@ class Containerd:
                 time.sleep(0.05)
         self.stop()
         raise StartupError(f"containerd not ready after {self.ready_timeout}s ({last}):\n"
-                           f"{_tail(self.log)}")  # fmt: skip
+                           f"{tail(self.log)}")  # fmt: skip
 
     def stop(self) -> None:
         """Stop containerd; containers keep running under their shims."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=_STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, _STOP_GRACE_S)
 
     def log_tail(self, lines: int = 40) -> str:
-        return _tail(self.log, lines)
+        return tail(self.log, lines)
 
     def close(self) -> None:
         """Remove every pod, stop containerd, and clean up after it."""

@@ -39,7 +39,6 @@ systemd, on a cgroup v1/v2 hybrid, where root lacks CAP_SYS_RESOURCE:
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import re
@@ -52,9 +51,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from harness.apiserver import issue_certificate
+from harness.procs import stop_process, tail
 
 # kubelet's setupKernelTunables (pkg/kubelet/cm/container_manager_linux.go) sets these.
 KERNEL_TUNABLES = (
@@ -93,44 +93,18 @@ def _write_private(path: Path, data: bytes) -> Path:
 def make_kubelet_client_pki(directory: Path) -> KubeletClientPki:
     """A throwaway CA and one client certificate signed by it (P-256, valid for 2 days)."""
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "podtrace-kubelet-client-ca")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(
-            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver-kubelet-client")])
-        )
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
-    key_pem = key.private_bytes(
-        pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    _, ca_key, ca = issue_certificate(ca_name, None, ca=True)
+    _, _, client_pem = issue_certificate(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver-kubelet-client")]),
+        (ca_name, ca_key),
+        usage=ExtendedKeyUsageOID.CLIENT_AUTH,
     )
     client = "apiserver-kubelet-client"
     return KubeletClientPki(
-        ca_cert=_write_private(directory / "kubelet-client-ca.crt", ca.public_bytes(pem)),
-        client_cert=_write_private(directory / f"{client}.crt", cert.public_bytes(pem)),
-        client_key=_write_private(directory / f"{client}.key", key_pem),
+        ca_cert=_write_private(directory / "kubelet-client-ca.crt", ca.cert),
+        client_cert=_write_private(directory / f"{client}.crt", client_pem.cert),
+        client_key=_write_private(directory / f"{client}.key", client_pem.key),
     )
 
 
@@ -291,13 +265,6 @@ def _host_resolv_conf() -> str:
         return ""
 
 
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
-
-
 # --- the process ----------------------------------------------------------------------------
 
 
@@ -393,17 +360,10 @@ class Kubelet:
     def stop(self) -> None:
         """SIGTERM: kubelet exits and leaves its pods running (they are removed through CRI)."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=_STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, _STOP_GRACE_S)
 
     def log_tail(self, lines: int = 40) -> str:
-        return _tail(self.paths.log, lines)
+        return tail(self.paths.log, lines)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:

@@ -22,6 +22,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from harness.procs import stop_process, tail
+
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 PIDS = "podtrace.pids"
@@ -120,31 +122,20 @@ class Podtrace:
                 last = json.dumps(conds)
             time.sleep(0.5)
         raise RuntimeError(f"NodeTracer {self.node} not Ready after {timeout:.0f}s: {last}\n"
-                           f"agent log:\n{self.tail(self.agent_log)}")
+                           f"agent log:\n{tail(self.agent_log)}")
 
     def check_alive(self) -> None:
         for proc, log in zip(self._procs, (self.operator_log, self.agent_log), strict=False):
             if proc.poll() is not None:
                 raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}:\n"
-                                   f"{self.tail(log)}")
-
-    @staticmethod
-    def tail(path: Path, lines: int = 40) -> str:
-        try:
-            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+                                   f"{tail(log)}")
 
     def stop(self) -> None:
-        for proc in self._procs:
+        for proc in self._procs:  # both shut down at once, then each is waited for
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
         for proc in self._procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, grace=20)
         self._procs.clear()
 
     def __enter__(self) -> Self:
