@@ -22,6 +22,7 @@ from podtrace_api.base import Condition
 from podtrace_api.nodetracer import NodeTracerSpec
 
 from ..backend import Backend, CapacityError, CgroupEvent, ExecEvent, ExitEvent, OpenEvent
+from ..cri.endpoints import RuntimeReport
 from ..cri.enrich import Enricher
 from ..cri.runtime import discover_runtime
 from ..discovery import DiscoveryReport, discover
@@ -77,7 +78,7 @@ class Agent:
     enricher: Enricher
     kube: Kube
     metrics: AgentMetrics
-    runtime_report: Any
+    runtime_report: RuntimeReport
     emit: Output
     state: NodeState = field(default_factory=NodeState)
     inbox: queue.Queue[tuple[str, str, dict[str, Any]]] = field(default_factory=queue.Queue)
@@ -282,13 +283,13 @@ class Agent:
                 obs = self.state.on_event(event, datetime.now(UTC))
                 if obs is not None:
                     self._observe(obs)
-            if self._dirty:
+            now = time.monotonic()
+            second = now - last_counts >= COUNTS_EVERY_S
+            if self._dirty or second:  # each second too: ends the grace of unclaimed cgroups
                 self._dirty = False
                 self._apply_plan()
-            now = time.monotonic()
-            if now - last_counts >= COUNTS_EVERY_S:
+            if second:
                 last_counts = now
-                self._apply_plan()  # also ends the grace of unclaimed cgroups
                 for key, match in self.state.on_counts(self.backend.syscall_counts()):
                     self._matched(key, match)
                 self._write_events(now)
