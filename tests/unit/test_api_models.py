@@ -11,12 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from podtrace_api.base import parse_duration
-from podtrace_api.cli import main as cli_main
-from podtrace_api.cli import validate_document
 from podtrace_api.containertrace import ContainerTrace
 from podtrace_api.nodeconfig import Probe, combined_mask, probe_mask, source_id
 from podtrace_api.observe import ObserveSpec, Rule
 from podtrace_api.tracingpolicy import TracingPolicy
+from podtrace_operator.cli import main as cli_main
+from podtrace_operator.cli import validate_document
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "manifests" / "examples"
 
@@ -93,7 +93,9 @@ def test_validate_names_the_field_and_unknown_syscalls() -> None:
     assert validate_document(doc)[0].startswith("spec.duration:")
     doc["spec"] = {"selector": {}, "observe": {"syscalls": {"mode": "Named",
                                                             "names": ["openat", "nosuchcall"]}}}
-    assert validate_document(doc) == ["spec: unknown syscall names (libseccomp): nosuchcall"]
+    assert validate_document(doc) == [
+        "spec.observe.syscalls.names: unknown syscall(s) nosuchcall (libseccomp does not know them)"
+    ]
 
 
 def test_cli_validate_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

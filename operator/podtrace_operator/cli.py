@@ -3,8 +3,10 @@
     podtrace version            the version of the API and tools
     podtrace crds               print the CRDs (pipe into `kubectl apply -f -`)
     podtrace validate FILE...   check TracingPolicy/ContainerTrace YAML before committing
-                                it to a GitOps repository (schema bounds and syscall
-                                names; cross-field CEL rules are checked by the apiserver)
+                                it to a GitOps repository: the schema bounds, and the same
+                                checks the operator makes (podtrace_operator.validation:
+                                syscall names, overlapping rules, label syntax); cross-field
+                                CEL rules are checked by the apiserver
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from . import API_VERSION
-from .crdgen import KINDS, render
-from .observe import ObserveSpec, Rule
-from .syscalls import SeccompUnavailable, unknown
+from podtrace_api import API_VERSION
+from podtrace_api.containertrace import ContainerTrace
+from podtrace_api.crdgen import KINDS, render
+from podtrace_api.syscalls import SeccompUnavailable
+from podtrace_api.tracingpolicy import TracingPolicy
+
+from .validation import check_policy, check_trace
 
 _BY_KIND: dict[str, type[BaseModel]] = {kind.KIND: kind for kind in KINDS}
 
@@ -31,14 +36,6 @@ def _version() -> str:
         return version("podtrace")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
         return "unknown"
-
-
-def syscall_names(observe: ObserveSpec, rules: list[Rule]) -> list[str]:
-    """Every syscall name a spec refers to, for checking against libseccomp."""
-    names = list(observe.syscalls.names)
-    for rule in rules:
-        names.extend(rule.syscalls or [])
-    return names
 
 
 def validate_document(doc: dict[str, Any]) -> list[str]:
@@ -56,12 +53,11 @@ def validate_document(doc: dict[str, Any]) -> list[str]:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
             for e in err.errors(include_url=False)
         ]
-    spec = obj.spec
-    if hasattr(spec, "observe"):  # TracingPolicy and ContainerTrace; NodeTracer has none
-        bad = unknown(syscall_names(spec.observe, getattr(spec, "rules", [])))
-        if bad:
-            return [f"spec: unknown syscall names (libseccomp): {', '.join(bad)}"]
-    return []
+    if isinstance(obj, TracingPolicy):
+        return [str(p) for p in check_policy(obj.spec)]
+    if isinstance(obj, ContainerTrace):
+        return [str(p) for p in check_trace(obj.spec)]
+    return []  # NodeTracer: written by podtrace itself
 
 
 def _validate(paths: list[Path]) -> int:
