@@ -30,7 +30,9 @@ from pathlib import Path
 K8S_VERSION = "v1.32.13"
 GO_MODULE_DIR = Path(__file__).resolve().parents[1] / "k8s"
 REQUIRED = ("kube-apiserver", "kubectl")
-OPTIONAL = ("kubelet",)  # best effort: the apiserver tier runs without it
+OPTIONAL = ("kubelet", "kube-scheduler", "kube-controller-manager")  # best effort: the
+# apiserver tier runs without them; the local cluster needs the kubelet, the install
+# tier (Deployments, DaemonSets) the scheduler and controller-manager too.
 _PROGRESS_EVERY_S = 30.0
 
 
@@ -48,6 +50,8 @@ class K8sBinaries:
     kubectl: Path
     etcd: Path
     kubelet: Path | None = None
+    kube_scheduler: Path | None = None
+    kube_controller_manager: Path | None = None
 
 
 def _version_ldflags() -> str:
@@ -79,9 +83,13 @@ def _build_env() -> dict[str, str]:
     return {**os.environ, "CGO_ENABLED": "0"}
 
 
+def cache_root() -> Path:
+    """Where every build of the tiers is cached: $PODTRACE_CACHE or ~/.cache/podtrace."""
+    return Path(os.environ.get("PODTRACE_CACHE") or str(Path.home() / ".cache" / "podtrace"))
+
+
 def cache_dir() -> Path:
-    root = os.environ.get("PODTRACE_CACHE") or str(Path.home() / ".cache" / "podtrace")
-    return Path(root) / f"k8s-{K8S_VERSION}" / "bin"
+    return cache_root() / f"k8s-{K8S_VERSION}" / "bin"
 
 
 def source_hash(name: str) -> str:
@@ -131,12 +139,16 @@ def _from_kubebuilder_assets(assets: Path) -> K8sBinaries:
             f"KUBEBUILDER_ASSETS={assets} lacks {', '.join(missing)} "
             "(envtest layout: kube-apiserver, etcd and kubectl in one directory)"
         )
-    kubelet = assets / "kubelet"
+    def optional(name: str) -> Path | None:
+        return assets / name if (assets / name).is_file() else None
+
     return K8sBinaries(
         kube_apiserver=assets / "kube-apiserver",
         kubectl=assets / "kubectl",
         etcd=assets / "etcd",
-        kubelet=kubelet if kubelet.is_file() else None,
+        kubelet=optional("kubelet"),
+        kube_scheduler=optional("kube-scheduler"),
+        kube_controller_manager=optional("kube-controller-manager"),
     )
 
 
@@ -266,19 +278,26 @@ def build(required: Sequence[str], optional: Sequence[str] = ()) -> Path:
 def ensure_binaries(*, kubelet: bool = True) -> K8sBinaries:
     """Return the binaries, building (once, cached) what is missing or stale.
 
-    kubelet is best effort: None when not asked for or when it did not build
-    (the reason is in build_log("kubelet")).
+    kubelet, kube-scheduler and kube-controller-manager are best effort: None when
+    not asked for (kubelet=False asks for none of them) or when they did not build
+    (the reason is in build_log(name)).
     """
     assets = os.environ.get("KUBEBUILDER_ASSETS")
     if assets:
         return _from_kubebuilder_assets(Path(assets))
     etcd = find_etcd()
     bin_dir = build(REQUIRED, OPTIONAL if kubelet else ())
+
+    def optional(name: str) -> Path | None:
+        return bin_dir / name if kubelet and _is_current(bin_dir, name) else None
+
     return K8sBinaries(
         kube_apiserver=bin_dir / "kube-apiserver",
         kubectl=bin_dir / "kubectl",
         etcd=etcd,
-        kubelet=bin_dir / "kubelet" if kubelet and _is_current(bin_dir, "kubelet") else None,
+        kubelet=optional("kubelet"),
+        kube_scheduler=optional("kube-scheduler"),
+        kube_controller_manager=optional("kube-controller-manager"),
     )
 
 
