@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import glob
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -78,9 +80,14 @@ def _build_command(go: str, name: str, out: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def _build_env() -> dict[str, str]:
-    # Static binaries like upstream's release builds: no C toolchain needed.
-    return {**os.environ, "CGO_ENABLED": "0"}
+def _build_env(go: GoCommand) -> dict[str, str]:
+    # Static binaries like upstream's release builds: no C toolchain needed. A go older
+    # than go.mod asks for fetches that toolchain (GOTOOLCHAIN=auto), unless the
+    # environment already names a way to switch.
+    env = {**os.environ, "CGO_ENABLED": "0"}
+    if go.toolchain and env.get("GOTOOLCHAIN", "local") in ("", "local"):
+        env["GOTOOLCHAIN"] = go.toolchain
+    return env
 
 
 def cache_root() -> Path:
@@ -105,15 +112,97 @@ def source_hash(name: str) -> str:
     return digest.hexdigest()
 
 
-def find_go() -> str:
-    go = os.environ.get("GO") or shutil.which("go")
-    if go is None and os.access("/usr/local/go/bin/go", os.X_OK):
-        go = "/usr/local/go/bin/go"
+# Go 1.21 is the first `go` that fetches the toolchain a go.mod asks for from the
+# module proxy (GOTOOLCHAIN=auto); an older one must itself be new enough.
+_SWITCHING_GO = (1, 21, 0)
+
+
+@dataclass(frozen=True)
+class GoCommand:
+    """The `go` that builds tests/k8s, and the GOTOOLCHAIN it needs for that."""
+
+    path: str
+    version: tuple[int, int, int]
+    toolchain: str | None = None  # None: it is new enough itself; "auto": it fetches one
+
+
+def parse_go_version(text: str) -> tuple[int, int, int] | None:
+    """The first Go release named in text, padded to three parts.
+
+    parse_go_version("go version go1.23.5 linux/amd64") == (1, 23, 5)
+    parse_go_version("go 1.23") == (1, 23, 0); parse_go_version("devel") is None
+    """
+    match = re.search(r"\bgo ?(\d+)\.(\d+)(?:\.(\d+))?", text)
+    if match is None:
+        return None
+    major, minor, patch = match.groups()
+    return int(major), int(minor), int(patch or 0)
+
+
+def required_go_version(go_mod: Path = GO_MODULE_DIR / "go.mod") -> tuple[int, int, int]:
+    """The oldest Go that builds the module: its `toolchain` line, else its `go` line."""
+    lines = go_mod.read_text().splitlines()
+    for directive in ("toolchain", "go"):
+        for line in lines:
+            if line.startswith(directive + " ") and (version := parse_go_version(line)):
+                return version
+    raise ValueError(f"{go_mod} has no `go` line")
+
+
+def _go_candidates() -> list[str]:
+    # $GO is a choice, not a hint. Otherwise PATH, the go.dev tarball's place, and
+    # Debian's versioned packages (golang-1.2x-go), which golang-go links as /usr/bin/go.
+    if os.environ.get("GO"):
+        return [os.environ["GO"]]
+    paths = [shutil.which("go"), "/usr/local/go/bin/go", *glob.glob("/usr/lib/go-*/bin/go")]
+    seen: dict[str, str] = {}
+    for path in paths:
+        if path and os.access(path, os.X_OK):
+            seen.setdefault(os.path.realpath(path), path)
+    return list(seen.values())
+
+
+def _go_version(go: str) -> tuple[int, int, int] | None:
+    # The binary's own version: from /, and with GOTOOLCHAIN=local so it switches to nothing.
+    try:
+        out = subprocess.run(
+            [go, "env", "GOVERSION"], cwd="/", env={**os.environ, "GOTOOLCHAIN": "local"},
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_go_version(out)
+
+
+def choose_go(
+    found: Sequence[tuple[str, tuple[int, int, int] | None]], need: tuple[int, int, int]
+) -> GoCommand | None:
+    """The first go at least as new as need, else the first that can fetch that toolchain."""
+    for path, version in found:
+        if version is not None and version >= need:
+            return GoCommand(path, version)
+    for path, version in found:
+        if version is not None and version >= _SWITCHING_GO:
+            return GoCommand(path, version, toolchain="auto")
+    return None
+
+
+def _version_text(version: tuple[int, int, int] | None) -> str:
+    return "go" + ".".join(map(str, version)) if version else "no version"
+
+
+def find_go() -> GoCommand:
+    need = required_go_version()
+    found = [(path, _go_version(path)) for path in _go_candidates()]
+    go = choose_go(found, need)
     if go is None:
+        seen = "; ".join(f"{path} is {_version_text(v)}" for path, v in found) or "no `go` found"
         raise PrerequisiteMissing(
-            f"`go` not found (needed once to build kube-apiserver {K8S_VERSION}): install "
-            "Go >= 1.23 (https://go.dev/dl, or put /usr/local/go/bin on PATH), "
-            "or set KUBEBUILDER_ASSETS to a directory with kube-apiserver, etcd and kubectl"
+            f"no usable Go to build kube-apiserver {K8S_VERSION} once ({seen}): tests/k8s "
+            f"needs {_version_text(need)}, or Go >= 1.21 to fetch it through GOTOOLCHAIN. "
+            "As root, scripts/install-go installs Debian's golang-go (on Debian 12 from "
+            "bookworm-backports: bookworm's own is Go 1.19); or set GO=/path/to/go, "
+            "or KUBEBUILDER_ASSETS to a directory with kube-apiserver, etcd and kubectl"
         )
     return go
 
@@ -185,14 +274,14 @@ def build_log(name: str) -> Path:
     return cache_dir() / f"{name}.build.log"
 
 
-def _run_go_build(go: str, name: str, out: Path) -> None:
+def _run_go_build(go: GoCommand, name: str, out: Path) -> None:
     """Build one binary, logging go's output and a progress line every 30 s."""
     started = time.monotonic()
     _log(f"building {name} {K8S_VERSION}; a first build takes many minutes")
     proc = subprocess.Popen(
-        _build_command(go, name, out),
+        _build_command(go.path, name, out),
         cwd=GO_MODULE_DIR,
-        env=_build_env(),
+        env=_build_env(go),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -224,7 +313,7 @@ def _run_go_build(go: str, name: str, out: Path) -> None:
     _log(f"built {name} in {time.monotonic() - started:.0f}s")
 
 
-def _build(go: str, bin_dir: Path, name: str) -> None:
+def _build(go: GoCommand, bin_dir: Path, name: str) -> None:
     # Build beside the cache and rename(2) into place: a reader never sees a
     # half-written binary, and a failed build leaves the old stamp mismatched.
     with tempfile.TemporaryDirectory(dir=bin_dir.parent, prefix=".build-") as scratch:
@@ -235,7 +324,7 @@ def _build(go: str, bin_dir: Path, name: str) -> None:
     (bin_dir / f"{name}.sha256").write_text(source_hash(name) + "\n")
 
 
-def _build_optional(go: str, bin_dir: Path, name: str) -> None:
+def _build_optional(go: GoCommand, bin_dir: Path, name: str) -> None:
     try:
         _build(go, bin_dir, name)
     except BuildFailed as exc:
@@ -301,11 +390,39 @@ def ensure_binaries(*, kubelet: bool = True) -> K8sBinaries:
     )
 
 
+def check_go() -> str:
+    """Find the go and run `go version` in tests/k8s as the build runs it.
+
+    That fetches the toolchain go.mod asks for when the go found is older (so
+    install time, not the first build, downloads it); the line says what was chosen.
+    """
+    go = find_go()
+    result = subprocess.run(
+        [go.path, "version"], cwd=GO_MODULE_DIR, env=_build_env(go),
+        capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise BuildFailed(f"`{go.path} version` in {GO_MODULE_DIR} failed: {result.stderr.strip()}")
+    how = f", GOTOOLCHAIN={go.toolchain}" if go.toolchain else ""
+    return (
+        f"{go.path} ({_version_text(go.version)}{how}) builds tests/k8s with "
+        f"{_version_text(parse_go_version(result.stdout))}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build (once) and print the k8s test binaries.")
     parser.add_argument("--no-kubelet", action="store_true", help="skip the (optional) kubelet")
+    parser.add_argument(
+        "--go", action="store_true",
+        help="build nothing: print the go found and the Go it builds with (fetching it now "
+        "through GOTOOLCHAIN if needed); exit 2 when there is none",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
+        if args.go:
+            print(check_go())
+            return 0
         binaries = ensure_binaries(kubelet=not args.no_kubelet)
     except PrerequisiteMissing as exc:
         print(f"prerequisite missing: {exc}", file=sys.stderr)
