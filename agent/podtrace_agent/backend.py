@@ -189,6 +189,20 @@ class CapacityError(BackendError):
 
 
 @dataclass(frozen=True)
+class SourceLimits:
+    """What a backend can program for one cgroup; None: no limit (or not supported).
+
+    The planner checks every source against these before tracing (a source over
+    them is reported LimitExceeded), so `trace()` never sees such a request.
+    """
+
+    open_prefix_bytes: int | None = None
+    open_prefixes: int | None = None  # distinct prefixes of one cgroup
+    connect_ports: int | None = None  # distinct ports of one cgroup
+    exec_filename_bytes: int | None = None
+
+
+@dataclass(frozen=True)
 class BackendOptions:
     """Options shared by both backends.
 
@@ -249,6 +263,7 @@ class Backend(Protocol):
     """The interface the agent codes against; bcc and ftrace implement it."""
 
     name: str
+    limits: SourceLimits
 
     def start(self) -> None:
         """Load/attach (bcc) or prepare tracefs (ftrace); start noticing new cgroups."""

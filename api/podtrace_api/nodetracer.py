@@ -17,6 +17,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from .base import (
+    REASON_PATTERN,
     Conditions,
     Counter,
     DNSLabel,
@@ -26,6 +27,7 @@ from .base import (
     list_map,
 )
 from .containertrace import ExecRecord, TargetState
+from .limits import NotAppliedReason
 from .observe import ObserveSpec, Rules
 from .tracingpolicy import RuleCount
 
@@ -199,6 +201,32 @@ class SourceResult(Model):
     )
 
 
+class NotApplied(Model):
+    """A source the agent did not apply to a container, and why."""
+
+    source: SourceID = Field(description="The source that is not applied.")
+    reason: NotAppliedReason = Field(
+        description="LimitExceeded (the source asks more than the kernel side can do), "
+        "CapacityExceeded (a node table is full; retried) or ApplyFailed (retried)."
+    )
+    message: Message = Field(default="", description="What exactly did not fit or failed.")
+
+
+class SourceApplyStatus(Model):
+    """How one source of the spec is applied on this node."""
+
+    source: SourceID = Field(description="The source.")
+    targets: Counter = Field(default=0, description="Containers of this node it selects.")
+    applied: Counter = Field(default=0, description="Containers it is traced in now.")
+    not_applied: Counter = Field(
+        default=0, description="Containers it is not applied to (see reason and message)."
+    )
+    reason: NotAppliedReason | None = Field(
+        default=None, description="Why, when it is not applied to some container."
+    )
+    message: Message = Field(default="", description="The first container's reason in words.")
+
+
 class NodeTargetStatus(Model):
     """One target as the agent sees it."""
 
@@ -212,7 +240,21 @@ class NodeTargetStatus(Model):
     )
     state: TargetState = Field(default=TargetState.PENDING, description="Tracing state.")
     since: datetime | None = Field(default=None, description="When tracing started.")
+    reason: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=REASON_PATTERN,
+        description="Why the target is not traced, as a CamelCase reason (e.g. "
+        "CapacityExceeded).",
+    )
     message: Message = Field(default="", description="Why the target is not traced, if not.")
+    not_applied: list[NotApplied] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Sources of this target the agent did not apply, with the reason; the "
+        "others trace it.",
+        json_schema_extra=list_map("source"),
+    )
     results: list[SourceResult] = Field(
         default_factory=list,
         max_length=64,
@@ -240,6 +282,16 @@ class NodeTracerStatus(Model):
     events_seen: Counter = Field(default=0, description="Events received from the kernel.")
     events_dropped: Counter = Field(
         default=0, description="Events lost because a buffer was full."
+    )
+    capacity_exceeded: Counter = Field(
+        default=0,
+        description="Targets with a source not applied because a node table is full.",
+    )
+    sources: list[SourceApplyStatus] = Field(
+        default_factory=list,
+        max_length=256,
+        description="How each source of the spec is applied on this node.",
+        json_schema_extra=list_map("source"),
     )
     maps: list[MapUsage] = Field(
         default_factory=list,

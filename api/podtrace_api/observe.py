@@ -9,9 +9,9 @@ from typing import Annotated
 from pydantic import ConfigDict, Field
 
 from .base import (
+    ABS_PATH_PATTERN,
     REASON_PATTERN,
     SET,
-    AbsPath,
     DNSLabel,
     Message,
     Model,
@@ -19,6 +19,21 @@ from .base import (
     cel,
     list_map,
 )
+from .limits import (
+    CONNECT_PORTS_PER_SOURCE,
+    EXEC_FILENAME_BYTES,
+    OPEN_PREFIX_BYTES,
+    OPEN_PREFIXES_PER_SOURCE,
+)
+
+# An open path prefix as the kernel compares it (at most OPEN_PREFIX_BYTES).
+PathPrefix = Annotated[
+    str, Field(min_length=1, max_length=OPEN_PREFIX_BYTES, pattern=ABS_PATH_PATTERN)
+]
+# An exec filename as the kernel reports it (at most EXEC_FILENAME_BYTES).
+ExecPath = Annotated[
+    str, Field(min_length=1, max_length=EXEC_FILENAME_BYTES, pattern=ABS_PATH_PATTERN)
+]
 
 
 class SyscallMode(StrEnum):
@@ -65,11 +80,11 @@ class ProcessObserve(Model):
 class FileOpenObserve(Model):
     """File opens (openat) filtered in the kernel by path prefix."""
 
-    path_prefixes: list[AbsPath] = Field(
+    path_prefixes: list[PathPrefix] = Field(
         min_length=1,
-        max_length=16,
-        description="Absolute path prefixes; an open is reported when its path starts "
-        "with one of them, e.g. /etc/.",
+        max_length=OPEN_PREFIXES_PER_SOURCE,
+        description="Absolute path prefixes of at most 64 bytes; an open is reported when "
+        "its path starts with one of them, e.g. /etc/.",
         json_schema_extra=SET,
     )
 
@@ -79,7 +94,7 @@ class ConnectObserve(Model):
 
     ports: list[Annotated[int, Field(ge=1, le=65535)]] = Field(
         default_factory=list,
-        max_length=32,
+        max_length=CONNECT_PORTS_PER_SOURCE,
         description="Only report connects to these destination ports; empty means all ports.",
         json_schema_extra=SET,
     )
@@ -132,11 +147,12 @@ class Rule(Model):
     message: Message = Field(
         default="", description="Extra text for the Event message (who/what is added)."
     )
-    exec_filenames: list[AbsPath] | None = Field(
+    exec_filenames: list[ExecPath] | None = Field(
         default=None,
         min_length=1,
         max_length=32,
-        description="Matches an exec of one of these absolute filenames, e.g. /bin/sh.",
+        description="Matches an exec of one of these absolute filenames (at most 255 bytes), "
+        "e.g. /bin/sh.",
         json_schema_extra=SET,
     )
     syscalls: list[SyscallName] | None = Field(
@@ -146,11 +162,12 @@ class Rule(Model):
         description="Matches any call of one of these syscalls (a deny list).",
         json_schema_extra=SET,
     )
-    open_path_prefixes: list[AbsPath] | None = Field(
+    open_path_prefixes: list[PathPrefix] | None = Field(
         default=None,
         min_length=1,
-        max_length=16,
-        description="Matches an open of a path under one of these prefixes.",
+        max_length=OPEN_PREFIXES_PER_SOURCE,
+        description="Matches an open of a path under one of these prefixes (at most 64 "
+        "bytes each).",
         json_schema_extra=SET,
     )
 

@@ -7,6 +7,7 @@ from typing import ClassVar
 from pydantic import ConfigDict, Field
 
 from .base import Conditions, Counter, DNSLabel, LabelSelector, Model, cel, list_map
+from .limits import OPEN_PREFIXES_PER_SOURCE
 from .observe import ObserveSpec, Rules
 
 
@@ -42,7 +43,16 @@ class TracingPolicySpec(Model):
                 " || has(self.observe.connects) || (has(self.rules) && size(self.rules) > 0)",
                 "the policy observes nothing: enable syscalls, processes, fileOpens or "
                 "connects, or add a rule",
-            )
+            ),
+            (
+                "(has(self.observe.fileOpens) ? size(self.observe.fileOpens.pathPrefixes) : 0)"
+                " + (has(self.rules) ? self.rules.map(r, has(r.openPathPrefixes)"
+                f" ? size(r.openPathPrefixes) : 0).sum() : 0) <= {OPEN_PREFIXES_PER_SOURCE}",
+                f"at most {OPEN_PREFIXES_PER_SOURCE} open path prefixes per policy, "
+                "observe.fileOpens.pathPrefixes and rules[].openPathPrefixes together "
+                "(the size of a node's prefix table)",
+                ".rules",
+            ),
         )
     )
 

@@ -2,7 +2,10 @@
 the Events its transitions raise. Pure.
 
 - `Valid`: whether the policy compiled; the message names the field when not.
-- `Ready`: every node with a target runs the policy's current generation.
+- `Ready`: every node with a target runs the policy's current generation, and
+  applies it to every container it selects there.
+- `Applied`: False when an agent could not apply the policy to some container
+  (LimitExceeded, CapacityExceeded, ApplyFailed), with a Warning Event (applied.py).
 - nodes ready/total, matched containers, rule matches summed over all nodes.
 """
 
@@ -14,6 +17,7 @@ from datetime import datetime
 from podtrace_api.conditions import get_condition, set_condition
 from podtrace_api.tracingpolicy import RuleCount, TracingPolicyStatus
 
+from .applied import applied_condition, applied_events
 from .events import EventSpec, EventType, validity_events
 from .reports import NodeReport
 from .validation import Problem, summary
@@ -52,6 +56,7 @@ def policy_status(
         1
         for node in placement
         if node in reports and reports[node].ready_for(source_id, generation)
+        and reports[node].short_of(source_id) is None
     )
     matched = sum(placement.values())
     if problems:
@@ -65,8 +70,13 @@ def policy_status(
         conditions = set_condition(
             conditions, "Valid", True, ACCEPTED, "the policy compiled", now, generation
         )
+        conditions = applied_condition(conditions, source_id, placement, reports, now, generation)
+        applied = get_condition(conditions, "Applied")
         if total == 0:
             reason, message, ok = NO_TARGETS, "no running container matches the selector", False
+        elif applied is not None and applied.status == "False":
+            reason, ok = applied.reason, False
+            message = f"applied on {ready} of {total} nodes: {applied.message}"
         elif ready < total:
             reason, message, ok = WAITING, f"applied on {ready} of {total} nodes", False
         else:
@@ -95,6 +105,7 @@ def policy_events(
     was_ready = get_condition(old_conditions, "Ready")
     is_ready = get_condition(new.conditions, "Ready")
     events = validity_events(old_conditions, new.conditions, "policy accepted")
+    events += applied_events(old_conditions, new.conditions)
     if is_ready is not None and (was_ready is None or was_ready.reason != is_ready.reason):
         if is_ready.reason == APPLIED:
             events.append(EventSpec(

@@ -14,7 +14,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from podtrace_api.conditions import is_true
-from podtrace_api.nodetracer import NodeTargetStatus, NodeTracerStatus, SourceResult
+from podtrace_api.nodetracer import (
+    NodeTargetStatus,
+    NodeTracerStatus,
+    SourceApplyStatus,
+    SourceResult,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -28,10 +33,16 @@ class NodeReport:
     spec_sources: Mapping[str, int] = field(default_factory=dict)
     applied: bool = False  # agent observed this generation and is Ready
     targets: tuple[NodeTargetStatus, ...] = ()
+    sources: Mapping[str, SourceApplyStatus] = field(default_factory=dict)  # how each is applied
 
     def ready_for(self, source_id: str, generation: int) -> bool:
         """Whether the agent runs `source_id` at `generation` (or later)."""
         return self.applied and self.spec_sources.get(source_id, -1) >= generation
+
+    def short_of(self, source_id: str) -> SourceApplyStatus | None:
+        """The source's row when the agent did not apply it to some container."""
+        row = self.sources.get(source_id)
+        return row if row is not None and row.not_applied else None
 
     def results_for(self, source_id: str) -> Iterator[tuple[NodeTargetStatus, SourceResult]]:
         for target in self.targets:
@@ -61,5 +72,6 @@ def node_report(body: Mapping[str, Any]) -> NodeReport:
         spec_sources=spec_sources,
         applied=applied,
         targets=tuple(status.targets),
+        sources={row.source: row for row in status.sources},
     )
 

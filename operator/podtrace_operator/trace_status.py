@@ -34,6 +34,7 @@ from podtrace_api.containertrace import (
     TracePhase,
 )
 
+from .applied import applied_condition, applied_events
 from .events import EventSpec, EventType, validity_events
 from .reports import NodeReport
 from .seccomp import profile_json
@@ -110,6 +111,11 @@ def merge_results(
             None,
         ) if report else None  # fmt: skip
         state = seen.state if seen else TargetState.PENDING
+        message = seen.message if seen else ""
+        refused = next((n for n in seen.not_applied if n.source == source_id), None) \
+            if seen else None
+        if refused is not None:  # the node traces it, but not for this trace
+            state, message = TargetState.PENDING, f"{refused.reason}: {refused.message}"
         if state == TargetState.TRACING and report and report.ready_for(source_id, generation):
             tracing += 1
         traced.append(TracedTarget(
@@ -119,8 +125,8 @@ def merge_results(
             image=seen.image if seen else "",
             cgroup_id=seen.cgroup_id if seen else None,
             state=state,
-            since=seen.since if seen else None,
-            message=seen.message if seen else "",
+            since=seen.since if seen and state == TargetState.TRACING else None,
+            message=message,
         ))  # fmt: skip
     syscalls = {n: c for n, c in tally.syscalls.items() if c > 0}
     names = sorted(tally.names | syscalls.keys())
@@ -199,6 +205,9 @@ def trace_status(
         old = ContainerTraceStatus()  # a fixed spec starts over
 
     spec = trace.spec
+    targets = list(targets)
+    conditions = applied_condition(conditions, source_id, (n for n, _ in targets), reports,
+                                   now, gen)
     results = merge_results(source_id, gen, targets, reports, tally, top_n)
     phase, start, completion, deadline = old.phase, old.start_time, None, None
     duration = parse_duration(spec.duration) if spec.duration else None
@@ -283,6 +292,7 @@ def trace_events(old: ContainerTraceStatus | None, new: ContainerTraceStatus) ->
     old_conditions = old.conditions if old else []
     is_valid = get_condition(new.conditions, "Valid")
     events = validity_events(old_conditions, new.conditions, "trace accepted")
+    events += applied_events(old_conditions, new.conditions)
     old_phase = old.phase if old else TracePhase.PENDING
     if new.phase != old_phase and is_valid is not None and is_valid.status == ConditionStatus.TRUE:
         if new.phase == TracePhase.TRACING:

@@ -28,6 +28,7 @@ from ..backend import (
     Event,
     KubepodsRootLike,
     MapStat,
+    SourceLimits,
     below_kubepods,
 )
 from ..ftrace.tracefs import TracefsError, event_fields, find_tracefs
@@ -141,6 +142,12 @@ class BccBackend:
     """The eBPF backend (see the module docstring and bpf/podtrace.c)."""
 
     name = "bcc"
+    limits = SourceLimits(
+        open_prefix_bytes=C["PREFIX_MAX"],
+        open_prefixes=C["MAX_PREFIXES"],
+        connect_ports=C["MAX_PORTS"],
+        exec_filename_bytes=C["MAX_FILENAME"] - 1,
+    )
 
     def __init__(
         self,

@@ -21,7 +21,7 @@ from typing import Any
 from podtrace_api.base import Condition
 from podtrace_api.nodetracer import NodeTracerSpec
 
-from ..backend import Backend, CapacityError, CgroupEvent, ExecEvent, ExitEvent, OpenEvent
+from ..backend import Backend, CgroupEvent, ExecEvent, ExitEvent, OpenEvent
 from ..cri.endpoints import RuntimeReport
 from ..cri.enrich import Enricher
 from ..cri.runtime import discover_runtime
@@ -31,6 +31,7 @@ from ..discovery.tree import FsTree
 from ..identity import parse
 from ..scan import ContainerCgroup, scan
 from ..standalone import Output, start_backend, wall_time
+from .apply import apply_request, remove
 from .eventlimit import Action, EventLimiter
 from .kube import Kube, load_config
 from .metrics import AgentMetrics
@@ -231,20 +232,18 @@ class Agent:
 
     def _apply_plan(self) -> None:
         now_wall = datetime.now(UTC)
+        self.state.limits = self.backend.limits
         changes, replayed = self.state.replan(time.monotonic(), now_wall)
-        done_trace = {}
+        outcomes = {}
         for cgroup_id, request in changes.trace.items():
-            try:
-                self.backend.trace(cgroup_id, request.path, request.mask,
-                                   request.open_prefixes, request.connect_ports)
-            except CapacityError as err:
-                log.warning("cannot trace %s: %s", request.path, err)
-                continue
-            done_trace[cgroup_id] = request
-        for cgroup_id in changes.untrace:
-            self.backend.untrace(cgroup_id)
-        changes.trace = done_trace
-        self.state.applied(changes)
+            outcome = apply_request(self.backend, cgroup_id, request, self.state.sources)
+            if outcome.rejected and outcome.rejected != self.state.refused.get(cgroup_id):
+                for sid, why in outcome.rejected.items():
+                    log.warning("%s not applied to %s: %s: %s", sid, request.path,
+                                why.reason.value, why.message)
+            outcomes[cgroup_id] = outcome
+        changes.untrace = {c for c in changes.untrace if remove(self.backend, c)}
+        self.state.applied(changes, outcomes)
         for obs in replayed:
             self._observe(obs)
 
@@ -263,6 +262,7 @@ class Agent:
         self.conditions = list(status.conditions)
         self.metrics.set_state(status.traced_containers, stats.events_dropped,
                                [(m.name, m.used, m.capacity) for m in stats.maps])
+        self.metrics.set_not_applied(status.targets)
         self.writer.offer(status.to_wire(), time.monotonic())
 
     # -- the loop ------------------------------------------------------------------

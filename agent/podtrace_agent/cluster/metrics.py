@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter as Tally
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+
+from podtrace_api.limits import NotAppliedReason
+from podtrace_api.nodetracer import NodeTargetStatus
 
 
 class AgentMetrics:
@@ -36,6 +42,11 @@ class AgentMetrics:
             "podtrace_rule_matches", "Rule matches, by source and rule.",
             ["node", "source", "rule"], registry=self.registry,
         )
+        self.not_applied = Gauge(
+            "podtrace_targets_not_applied",
+            "Targets with at least one source not applied, by reason (CapacityExceeded: a "
+            "table is full).", ["node", "reason"], registry=self.registry,
+        )
         self.api_errors = Counter(
             "podtrace_api_write_errors", "Failed writes to the Kubernetes API, by what.",
             ["node", "what"], registry=self.registry,
@@ -56,6 +67,14 @@ class AgentMetrics:
         for name, used, capacity in maps:
             self.map_used.labels(map=name, **self._node).set(used)
             self.map_capacity.labels(map=name, **self._node).set(capacity)
+
+    def set_not_applied(self, targets: Iterable[NodeTargetStatus]) -> None:
+        """Targets per reason one of their sources is not applied for (each counted once)."""
+        by_reason = Tally(
+            reason for t in targets for reason in {n.reason for n in t.not_applied}
+        )
+        for reason in NotAppliedReason:
+            self.not_applied.labels(reason=reason.value, **self._node).set(by_reason[reason])
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:
         """Expose /metrics on `addr:port` (a daemon thread)."""

@@ -9,8 +9,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from podtrace_api.containertrace import TargetState
+from podtrace_api.limits import NotAppliedReason
 from podtrace_api.nodeconfig import Probe, combined_mask
 from podtrace_api.nodetracer import NodeTarget, NodeTracerSpec, TraceSource
+
+from ..backend import SourceLimits
+from .limits import open_prefixes, source_problem
 
 TargetKey = tuple[str, str]  # (pod UID, container name)
 
@@ -50,6 +54,15 @@ class TraceRequest:
     mask: Probe
     open_prefixes: tuple[str, ...] = ()
     connect_ports: tuple[int, ...] = ()  # empty: every port
+    sources: tuple[str, ...] = ()  # ids of the sources it was built from
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why a source is not applied to a target."""
+
+    reason: NotAppliedReason
+    message: str
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,7 @@ class TargetPlan:
     target: NodeTarget
     state: TargetState
     message: str = ""
+    reason: str = ""
     container_id: str = ""
     image: str = ""
     cgroup_id: int | None = None
@@ -69,6 +83,8 @@ class Plan:
     traces: dict[int, TraceRequest]
     targets: dict[TargetKey, TargetPlan]
     cgroup_targets: dict[int, TargetKey]  # whose container a cgroup is
+    # Sources of a target that cannot be applied whatever the tables hold.
+    not_applied: dict[TargetKey, dict[str, Rejection]] = field(default_factory=dict)
 
 
 def strip_runtime_scheme(container_id: str) -> str:
@@ -80,15 +96,14 @@ def strip_runtime_scheme(container_id: str) -> str:
     return container_id.split("://", 1)[-1]
 
 
-def _request(path: str, sources: list[TraceSource]) -> TraceRequest:
+def trace_request(path: str, sources: list[TraceSource]) -> TraceRequest:
+    """What to program for a cgroup that `sources` select: the union of their probes,
+    prefixes and ports (no port filter when one of them wants every port)."""
     prefixes: set[str] = set()
     ports: set[int] = set()
     all_ports = False
     for source in sources:
-        if source.observe.file_opens is not None:
-            prefixes.update(source.observe.file_opens.path_prefixes)
-        for rule in source.rules:
-            prefixes.update(rule.open_path_prefixes or ())
+        prefixes.update(open_prefixes(source))
         if source.observe.connects is not None:
             if source.observe.connects.ports:
                 ports.update(source.observe.connects.ports)
@@ -99,6 +114,7 @@ def _request(path: str, sources: list[TraceSource]) -> TraceRequest:
         mask=combined_mask((s.observe, s.rules) for s in sources),
         open_prefixes=tuple(sorted(prefixes)),
         connect_ports=() if all_ports else tuple(sorted(ports)),
+        sources=tuple(sorted(s.id for s in sources)),
     )
 
 
@@ -107,15 +123,19 @@ def plan(
     pods: Mapping[str, PodView],
     cgroups: Mapping[str, CgroupRef],
     named: Mapping[TargetKey, str] | None = None,
+    limits: SourceLimits | None = None,
 ) -> Plan:
     """Decide what to trace. `pods` by UID; `cgroups` by container ID; `named`:
     container IDs the runtime (CRI) named, by pod UID and container name — known
-    as soon as the cgroup appears, before the Pod's status catches up."""
+    as soon as the cgroup appears, before the Pod's status catches up. A source
+    over the backend's `limits` is left out of every request and reported."""
     named = named or {}
     sources = {s.id: s for s in spec.sources}
+    problems = {sid: source_problem(s, limits or SourceLimits()) for sid, s in sources.items()}
     traces: dict[int, TraceRequest] = {}
     targets: dict[TargetKey, TargetPlan] = {}
     cgroup_targets: dict[int, TargetKey] = {}
+    not_applied: dict[TargetKey, dict[str, Rejection]] = {}
     for target in spec.targets:
         key = (target.pod_uid, target.container)
         pod = pods.get(target.pod_uid)
@@ -127,11 +147,12 @@ def plan(
             container = PodContainer(from_cri, image, running=True)
             pod = pod or PodView(target.pod_uid, target.namespace, target.pod)
         if pod is None:
-            targets[key] = TargetPlan(target, TargetState.PENDING, "pod not seen on this node yet")
+            targets[key] = TargetPlan(target, TargetState.PENDING, "pod not seen on this node yet",
+                                      "PodNotSeen")
             continue
         if container is None or not container.container_id:
             targets[key] = TargetPlan(
-                target, TargetState.PENDING, "container has not started yet",
+                target, TargetState.PENDING, "container has not started yet", "NotStarted",
                 image=container.image if container else "",
             )
             continue
@@ -141,11 +162,26 @@ def plan(
                 target, TargetState.PENDING if container.running else TargetState.ENDED,
                 f"no cgroup for container {container.container_id[:13]} under kubepods"
                 if container.running else "container is not running",
+                "NoCgroup" if container.running else "NotRunning",
                 container_id=container.container_id, image=container.image,
             )
             continue
-        wanted = [sources[s] for s in target.sources if s in sources]
-        request = _request(ref.path, wanted)
+        rejected = {
+            sid: Rejection(NotAppliedReason.LIMIT_EXCEEDED, problem)
+            for sid in target.sources if (problem := problems.get(sid))
+        }
+        if rejected:
+            not_applied[key] = rejected
+        wanted = [sources[s] for s in target.sources if s in sources and s not in rejected]
+        if not wanted:
+            first = next(iter(rejected.values()), None)
+            targets[key] = TargetPlan(
+                target, TargetState.PENDING, first.message if first else "no source to apply",
+                NotAppliedReason.LIMIT_EXCEEDED.value,
+                container_id=container.container_id, image=container.image,
+            )
+            continue
+        request = trace_request(ref.path, wanted)
         previous = traces.get(ref.cgroup_id)
         if previous is not None:  # two targets cannot share a cgroup; keep the union
             request = TraceRequest(
@@ -153,6 +189,7 @@ def plan(
                 tuple(sorted(set(previous.open_prefixes) | set(request.open_prefixes))),
                 () if not previous.connect_ports or not request.connect_ports
                 else tuple(sorted(set(previous.connect_ports) | set(request.connect_ports))),
+                tuple(sorted(set(previous.sources) | set(request.sources))),
             )
         traces[ref.cgroup_id] = request
         cgroup_targets[ref.cgroup_id] = key
@@ -160,7 +197,8 @@ def plan(
             target, TargetState.TRACING, container_id=container.container_id,
             image=container.image, cgroup_id=ref.cgroup_id,
         )
-    return Plan(traces=traces, targets=targets, cgroup_targets=cgroup_targets)
+    return Plan(traces=traces, targets=targets, cgroup_targets=cgroup_targets,
+                not_applied=not_applied)
 
 
 def pod_view(pod: Mapping) -> PodView:

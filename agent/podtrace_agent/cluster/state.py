@@ -15,11 +15,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from podtrace_api.containertrace import TargetState
+from podtrace_api.limits import NotAppliedReason
 from podtrace_api.nodetracer import NodeTracerSpec, TraceSource
 from podtrace_api.syscalls import name_of
 
-from ..backend import ConnectEvent, Event, ExecEvent, ExitEvent, OpenEvent
-from .plan import CgroupRef, Plan, PodView, TargetKey, TraceRequest, plan
+from ..backend import ConnectEvent, Event, ExecEvent, ExitEvent, OpenEvent, SourceLimits
+from .apply import Applied
+from .plan import CgroupRef, Plan, PodView, Rejection, TargetKey, TraceRequest, plan
 from .results import TargetResults
 from .rules import Match, RuleSet, count_delta
 
@@ -49,6 +52,16 @@ class Observation:
     matches: list[Match]
 
 
+@dataclass(frozen=True)
+class TargetView:
+    """A target as the node reports it: its state with the sources not applied."""
+
+    state: TargetState
+    reason: str
+    message: str
+    not_applied: dict[str, Rejection]
+
+
 @dataclass
 class Changes:
     """What the loop must program into the backend."""
@@ -58,8 +71,11 @@ class Changes:
 
 
 class NodeState:
-    def __init__(self, name_of: Callable[[int], str] = name_of) -> None:
+    def __init__(
+        self, name_of: Callable[[int], str] = name_of, limits: SourceLimits | None = None
+    ) -> None:
         self.name_of = name_of
+        self.limits = limits or SourceLimits()
         self.spec = NodeTracerSpec()
         self.generation = 0
         self.pods: dict[str, PodView] = {}
@@ -71,6 +87,8 @@ class NodeState:
         self.plan = Plan({}, {}, {})
         self.programmed: dict[int, TraceRequest] = {}
         self.dropped: set[int] = set()  # cgroups untraced as nobody's target
+        # Sources the backend refused for a cgroup (full tables, failures): retried each replan.
+        self.refused: dict[int, dict[str, Rejection]] = {}
         self._started: set[int] = set()  # cgroups whose entrypoint exec was seen
         self._pending: dict[int, deque[Event]] = {}
         self._counts: dict[int, dict[int, int]] = {}
@@ -96,6 +114,7 @@ class NodeState:
         self.cgroups.pop(cgroup_id, None)
         self._pending.pop(cgroup_id, None)
         self.programmed.pop(cgroup_id, None)
+        self.refused.pop(cgroup_id, None)
         self.dropped.discard(cgroup_id)
         self._started.discard(cgroup_id)
 
@@ -109,7 +128,7 @@ class NodeState:
             for k in sorted(self.cgroups.values(), key=lambda k: k.first_seen)
             if k.container_name and not k.sandbox
         }
-        self.plan = plan(self.spec, self.pods, by_container, named)
+        self.plan = plan(self.spec, self.pods, by_container, named, self.limits)
         changes = Changes()
         for cgroup_id, request in self.plan.traces.items():
             if self.programmed.get(cgroup_id) != request:
@@ -134,13 +153,59 @@ class NodeState:
                     replayed.append(observed)
         return changes, replayed
 
-    def applied(self, changes: Changes) -> None:
-        """The backend did what `changes` asked."""
-        self.programmed.update(changes.trace)
-        self.dropped.difference_update(changes.trace)
+    def applied(self, changes: Changes, outcomes: Mapping[int, Applied] | None = None) -> None:
+        """What the backend did of `changes`: each traced cgroup's outcome (a cgroup
+        with sources refused is tried again at the next replan; no `outcomes`: all
+        of it was done), the untraces."""
+        for cgroup_id, request in changes.trace.items():
+            outcome = Applied(request) if outcomes is None else outcomes.get(cgroup_id)
+            self.dropped.discard(cgroup_id)
+            if outcome is not None and outcome.complete:
+                self.programmed[cgroup_id] = request
+                self.refused.pop(cgroup_id, None)
+            else:
+                self.programmed.pop(cgroup_id, None)
+                self.refused[cgroup_id] = dict(outcome.rejected) if outcome else {}
         for cgroup_id in changes.untrace:
             self.programmed.pop(cgroup_id, None)
+            self.refused.pop(cgroup_id, None)
             self.dropped.add(cgroup_id)
+
+    def not_applied(self, key: TargetKey) -> dict[str, Rejection]:
+        """The sources of a target that do not trace it, with the reason."""
+        planned = self.plan.targets.get(key)
+        if planned is None:
+            return {}
+        out = dict(self.plan.not_applied.get(key, {}))
+        if planned.cgroup_id is not None:
+            mine = set(planned.target.sources)
+            refused = self.refused.get(planned.cgroup_id, {})
+            out.update((sid, r) for sid, r in refused.items() if sid in mine)
+        return dict(sorted(out.items()))
+
+    def target_view(self, key: TargetKey) -> TargetView:
+        """The one place that decides a target's reported state: Tracing only when at
+        least one of its sources is applied; Pending with the reason otherwise."""
+        planned = self.plan.targets[key]
+        rejected = self.not_applied(key)
+        if planned.state is not TargetState.TRACING or set(planned.target.sources) - set(rejected):
+            return TargetView(planned.state, planned.reason, planned.message, rejected)
+        reasons = [r.reason for r in rejected.values()]
+        reason = NotAppliedReason.APPLY_FAILED
+        if NotAppliedReason.CAPACITY_EXCEEDED in reasons:
+            reason = NotAppliedReason.CAPACITY_EXCEEDED
+        elif reasons:
+            reason = NotAppliedReason(reasons[0])
+        message = next((f"{sid}: {r.message}" for sid, r in rejected.items()
+                        if r.reason == reason), "the backend refused every source")
+        return TargetView(TargetState.PENDING, reason.value, message, rejected)
+
+    def applied_sources(self, key: TargetKey) -> frozenset[str]:
+        """The sources that trace a target now."""
+        planned = self.plan.targets.get(key)
+        if planned is None:
+            return frozenset()
+        return frozenset(planned.target.sources) - self.not_applied(key).keys()
 
     # -- observations --------------------------------------------------------------
     def on_event(self, event: Event, wall: datetime) -> Observation | None:
@@ -159,8 +224,7 @@ class NodeState:
         key = self.plan.cgroup_targets.get(event.cgroup_id)
         if key is None:
             return None
-        target = self.plan.targets[key].target
-        sources = frozenset(target.sources)
+        sources = self.applied_sources(key)
         results = self.results.setdefault(key, TargetResults(container=key[1]))
         matches: list[Match] = []
         if isinstance(event, ExecEvent):
@@ -189,9 +253,8 @@ class NodeState:
             self.results[key].update_syscalls(cgroup_id, now)
             before = self._counts.get(cgroup_id, {})
             self._counts[cgroup_id] = dict(now)
-            target = self.plan.targets[key].target
             delta = count_delta(before, now)
-            for match in self.rules.on_syscalls(delta, frozenset(target.sources)):
+            for match in self.rules.on_syscalls(delta, self.applied_sources(key)):
                 self.results[key].add_match(match.ref.source, match.ref.rule, match.count)
                 out.append((key, match))
         return out

@@ -10,13 +10,16 @@ from datetime import datetime
 from podtrace_api.base import Condition
 from podtrace_api.conditions import set_condition
 from podtrace_api.containertrace import TargetState
+from podtrace_api.limits import NotAppliedReason
 from podtrace_api.nodetracer import (
     BackendName,
     IdentitySource,
     MapUsage,
     NodeTargetStatus,
     NodeTracerStatus,
+    NotApplied,
     RuntimeStatus,
+    SourceApplyStatus,
 )
 
 from ..backend import BackendStats
@@ -68,6 +71,47 @@ def _conditions(
     return set_condition(conds, "Ready", ready, reason, message, now, gen)
 
 
+def _sources_applied(
+    conditions: Sequence[Condition], sources: Sequence[SourceApplyStatus], now: datetime,
+    generation: int,
+) -> list[Condition]:
+    """SourcesApplied: False while some source is not applied to some container."""
+    short = [s for s in sources if s.not_applied]
+    if not short:
+        return set_condition(conditions, "SourcesApplied", True, "Applied",
+                             "every source is applied to every container it selects", now,
+                             generation)
+    capacity = [s for s in short if s.reason == NotAppliedReason.CAPACITY_EXCEEDED]
+    reason = (capacity or short)[0].reason or NotAppliedReason.APPLY_FAILED
+    message = "; ".join(f"{s.source}: not applied to {s.not_applied} of {s.targets} "
+                        f"containers ({s.reason}: {s.message})" for s in short)
+    return set_condition(conditions, "SourcesApplied", False, reason, message, now, generation)
+
+
+def source_statuses(state: NodeState) -> list[SourceApplyStatus]:
+    """How each source of the spec is applied on this node, from the targets' views."""
+    rows: dict[str, SourceApplyStatus] = {
+        sid: SourceApplyStatus(source=sid) for sid in sorted(state.sources)
+    }
+    for key in sorted(state.plan.targets):
+        target = state.plan.targets[key].target
+        view = state.target_view(key)
+        for sid in target.sources:
+            row = rows.get(sid)
+            if row is None:
+                continue
+            row.targets += 1
+            rejection = view.not_applied.get(sid)
+            if rejection is not None:
+                row.not_applied += 1
+                if row.reason is None:
+                    row.reason, row.message = rejection.reason, f"{target.namespace}/" \
+                        f"{target.pod} {target.container}: {rejection.message}"
+            elif view.state is TargetState.TRACING:
+                row.applied += 1
+    return list(rows.values())
+
+
 def node_status(
     *,
     report: DiscoveryReport,
@@ -88,7 +132,9 @@ def node_status(
         if planned.container_id:
             identity = IdentitySource.CRI if known and known.container_name \
                 else IdentitySource.KUBERNETES
-        sources = [state.sources[s] for s in planned.target.sources if s in state.sources]
+        view = state.target_view(key)
+        sources = [state.sources[s] for s in planned.target.sources
+                   if s in state.sources and s not in view.not_applied]
         targets.append(NodeTargetStatus(
             pod_uid=key[0],
             container=key[1],
@@ -96,14 +142,19 @@ def node_status(
             image=planned.image[:512],
             cgroup_id=planned.cgroup_id,
             identity=identity,
-            state=planned.state,
-            since=state.since.get(key) if planned.state is TargetState.TRACING else None,
-            message=planned.message,
+            state=view.state,
+            since=state.since.get(key) if view.state is TargetState.TRACING else None,
+            reason=view.reason or None,
+            message=view.message,
+            not_applied=[NotApplied(source=sid, reason=r.reason, message=r.message)
+                         for sid, r in view.not_applied.items()],
             results=[results.for_source(s, state.name_of) for s in sources] if results else [],
         ))
+    sources = source_statuses(state)
+    conditions = _conditions(previous, report, health, state, now)
     return NodeTracerStatus(
         observed_generation=state.generation if state.spec_seen else None,
-        conditions=_conditions(previous, report, health, state, now),
+        conditions=_sources_applied(conditions, sources, now, state.generation),
         last_heartbeat_time=now,
         agent_version=agent_version,
         backend=report.backend.to_status(),
@@ -113,6 +164,11 @@ def node_status(
         traced_containers=sum(1 for t in targets if t.state == TargetState.TRACING),
         events_seen=stats.events_seen,
         events_dropped=stats.events_dropped,
+        capacity_exceeded=sum(
+            1 for t in targets
+            if any(n.reason == NotAppliedReason.CAPACITY_EXCEEDED for n in t.not_applied)
+        ),
+        sources=sources,
         maps=[MapUsage(name=m.name, used=m.used, capacity=m.capacity) for m in stats.maps],
         targets=targets,
     )

@@ -51,6 +51,7 @@ from ..backend import (
     ExitEvent,
     KubepodsRootLike,
     MapStat,
+    SourceLimits,
     below_kubepods,
     is_container_cgroup,
 )
@@ -91,6 +92,8 @@ class FtraceBackend:
     """See the module docstring."""
 
     name = "ftrace"
+    # Opens and connects are not traced (see above): nothing to bound.
+    limits = SourceLimits()
 
     def __init__(
         self,
