@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from limits_table import BOUNDS, Bound
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = yaml.safe_load((Path(__file__).parent / "admission" / "invalid.yaml").read_text())
@@ -59,6 +60,27 @@ def test_invalid_object_is_rejected_naming_the_field(apiserver, crds_installed, 
     assert result.returncode != 0, f"accepted an invalid object: {case['case']}"
     assert "is invalid" in result.stderr or "strict decoding error" in result.stderr, result.stderr
     assert case["field"] in result.stderr, result.stderr
+
+
+def _bound_object(bound: Bound, spec: dict[str, Any], suffix: str) -> str:
+    kind, namespace = KINDS[bound.kind]
+    metadata = {"name": f"{bound.name}-{suffix}"}
+    if namespace:
+        metadata["namespace"] = namespace
+    return json.dumps({"apiVersion": "podtrace.io/v1alpha1", "kind": kind,
+                       "metadata": metadata, "spec": spec})
+
+
+@pytest.mark.parametrize("bound", BOUNDS, ids=[b.name for b in BOUNDS])
+def test_kernel_bounds_admit_at_and_reject_past(apiserver, crds_installed, bound: Bound) -> None:
+    """tests/kernel/test_limits_kernel.py traces the same objects at the bound."""
+    at = apiserver.kubectl("create", "--dry-run=server", "-f", "-",
+                           input=_bound_object(bound, bound.at, "at"), check=False)
+    assert at.returncode == 0, at.stderr
+    past = apiserver.kubectl("create", "--dry-run=server", "-f", "-",
+                             input=_bound_object(bound, bound.past, "past"), check=False)
+    assert past.returncode != 0, f"admitted past the bound: {bound.name}"
+    assert bound.field in past.stderr, past.stderr
 
 
 def test_examples_are_accepted(apiserver, crds_installed) -> None:
