@@ -32,6 +32,20 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(str(err)) from err
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def _power_of_two(text: str) -> int:
+    value = _positive(text)
+    if value & (value - 1):
+        raise argparse.ArgumentTypeError(f"{text} is not a power of two")
+    return value
+
+
 def _node_flags(parser: argparse.ArgumentParser) -> None:
     """Flags every subcommand that traces shares (standalone now, run later)."""
     parser.add_argument(
@@ -103,6 +117,8 @@ def _run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         status_interval=args.status_interval,
         json_events=not args.no_json_events,
+        max_traced=args.max_traced,
+        ringbuf_pages=args.ringbuf_pages,
     ))
 
 
@@ -138,6 +154,13 @@ def parser() -> argparse.ArgumentParser:
                      help="at most one NodeTracer status write per interval (default 5s)")
     run.add_argument("--no-json-events", action="store_true",
                      help="do not print events as JSON lines on stdout")
+    run.add_argument("--max-traced", type=_positive, default=512, metavar="N",
+                     help="containers traced at once: BPF traced-map entries and counter rows "
+                          "(4 KiB per CPU each) or ftrace instances (default 512); beyond it "
+                          "targets are Pending with reason CapacityExceeded")
+    run.add_argument("--ringbuf-pages", type=_power_of_two, default=256, metavar="N",
+                     help="bcc ring buffer size in 4 KiB pages, a power of two (default 256 = "
+                          "1 MiB); events beyond it are counted in eventsDropped")
     _node_flags(run)
     run.set_defaults(handler=_run)
     return root

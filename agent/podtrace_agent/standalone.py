@@ -337,14 +337,18 @@ def run(
     })
 
 
-def make_backend(name: BackendName, kubepods: KubepodsRootLike, tracefs: str) -> Backend:
+def make_backend(
+    name: BackendName, kubepods: KubepodsRootLike, tracefs: str, *, max_traced: int = 512,
+    ringbuf_pages: int = 256,
+) -> Backend:
     """The backend `name`, constructed (not started). New container cgroups are
-    traced by the backend itself from their creation (auto_trace_mask)."""
-    options = BackendOptions(auto_trace_mask=PROBES)
+    traced by the backend itself from their creation (auto_trace_mask). The table
+    sizes are the agent's flags (README: Limits)."""
+    options = BackendOptions(auto_trace_mask=PROBES, max_traced=max_traced)
     if name is BackendName.BCC:
         from .bpf.loader import BccBackend
 
-        return BccBackend(kubepods, options)
+        return BccBackend(kubepods, options, ringbuf_pages=ringbuf_pages)
     if name is BackendName.FTRACE:
         from .ftrace.backend import FtraceBackend
 

@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -30,7 +31,7 @@ from ..discovery.choice import Requested
 from ..discovery.tree import FsTree
 from ..identity import parse
 from ..scan import ContainerCgroup, scan
-from ..standalone import Output, start_backend, wall_time
+from ..standalone import Output, make_backend, start_backend, wall_time
 from .apply import apply_request, remove
 from .eventlimit import Action, EventLimiter
 from .kube import Kube, load_config
@@ -60,6 +61,8 @@ class AgentOptions:
     status_interval: float = 5.0
     event_interval: float = 30.0
     json_events: bool = True
+    max_traced: int = 512  # traced map entries = counter rows
+    ringbuf_pages: int = 256  # bcc ring buffer, a power of two
 
 
 def _agent_version() -> str:
@@ -324,7 +327,9 @@ def run_agent(options: AgentOptions) -> int:
         return 1
     runtime = discover_runtime(options.runtime_endpoints, options.host_root)
     log.info("runtime: %s", runtime.message)
-    backend, report = start_backend(report, options.backend, root)
+    make = partial(make_backend, max_traced=options.max_traced,
+                   ringbuf_pages=options.ringbuf_pages)
+    backend, report = start_backend(report, options.backend, root, make)
     if backend is None:
         log.error("no tracing backend: %s", report.backend.reason)
         return 1
