@@ -1,18 +1,33 @@
-# The podtrace image (operator and agent), built from Debian packages: BCC and
-# libseccomp's Python bindings come from Debian (`pip install bcc` is an
-# unrelated package). Kernel headers are mounted from the node at run time.
+# The podtrace image: operator (`podtrace-operator`, runs as non-root) and node agent
+# (`podtrace-agent`, runs as root in a privileged DaemonSet pod). BCC and libseccomp's
+# Python bindings come from Debian (`pip install bcc` is an unrelated package); the
+# node's kernel headers are mounted at run time. Build: `make image`, or
+# `docker build -t podtrace/podtrace:<version> .` where a registry serves the base.
 FROM debian:12-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      python3 python3-venv python3-pip python3-bpfcc python3-seccomp libbpfcc \
+      python3 python3-venv python3-bpfcc python3-seccomp libbpfcc ca-certificates \
  && rm -rf /var/lib/apt/lists/*
-WORKDIR /src
-COPY pyproject.toml README.md ./
+WORKDIR /tmp/podtrace-src
+# Dependencies first, in their own layer: a change to podtrace's code rebuilds only
+# the last layers.
+COPY pyproject.toml ./
+RUN python3 -m venv /opt/podtrace \
+ && python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' > /tmp/requirements.txt \
+ && /opt/podtrace/bin/pip install --no-cache-dir -q -r /tmp/requirements.txt \
+ && rm /tmp/requirements.txt
+COPY README.md ./
 COPY api api
 COPY operator operator
 COPY agent agent
 COPY scripts/make-venv scripts/make-venv
-RUN PYTHON=/usr/bin/python3 PODTRACE_EXTRAS= scripts/make-venv /opt/podtrace
-ENV PATH=/opt/podtrace/bin:$PATH
-USER 0
+# A regular (not editable) install, then the source is gone from the image's path.
+RUN PYTHON=/usr/bin/python3 PODTRACE_EXTRAS= PODTRACE_EDITABLE=0 \
+      scripts/make-venv /opt/podtrace \
+ && cd / && rm -rf /tmp/podtrace-src /root/.cache
+WORKDIR /
+ENV PATH=/opt/podtrace/bin:$PATH PYTHONDONTWRITEBYTECODE=1
+# Non-root by default (the operator); the agent's DaemonSet asks for root itself.
+USER 65532:65532
 ENTRYPOINT []
+CMD ["podtrace-operator", "--help"]

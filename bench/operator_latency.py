@@ -42,7 +42,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with LocalAPIServer(ensure_binaries()) as api:
-        api.kubectl("apply", "--server-side", "-f", str(args.crds))
+        api.kubectl("apply", "--server-side", "-k", str(args.crds))
         api.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                     "crd/tracingpolicies.podtrace.io", "crd/nodetracers.podtrace.io",
                     "crd/containertraces.podtrace.io")  # fmt: skip

@@ -34,7 +34,7 @@ def crds_installed(apiserver: LocalAPIServer) -> list[str]:
         prereq.missing("crds/ is empty: run make crds")
     applied = apiserver.kubectl(
         "apply", "--server-side", "--field-manager=podtrace-tests", "-o", "name",
-        "-f", str(CRDS_DIR),
+        "-k", str(CRDS_DIR),
     )  # fmt: skip
     names = [line.split("/", 1)[1] for line in applied.stdout.split() if line]
     apiserver.kubectl(

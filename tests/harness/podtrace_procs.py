@@ -37,7 +37,7 @@ def install_crds(kubectl: Path | str, kubeconfig: Path, timeout: float = 60.0) -
     """Apply crds/ server-side and wait until the kinds are served and explained."""
     base = kubectl_argv(kubectl, kubeconfig)
     subprocess.run([*base, "apply", "--server-side", "--force-conflicts",
-                    "--field-manager=podtrace-install", "-f", str(REPO / "crds")],
+                    "--field-manager=podtrace-install", "-k", str(REPO / "crds")],
                    check=True, capture_output=True, text=True)
     subprocess.run([*base, "wait", "--for=condition=Established", f"--timeout={int(timeout)}s",
                     "crd/tracingpolicies.podtrace.io", "crd/containertraces.podtrace.io",

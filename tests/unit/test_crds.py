@@ -96,5 +96,10 @@ def test_printer_columns_are_the_promised_ones() -> None:
 
 
 def test_crd_yaml_round_trips() -> None:
-    for text in crdgen.files().values():
+    for text in crdgen.crd_files().values():
         assert yaml.safe_load(text)["kind"] == "CustomResourceDefinition"
+
+
+def test_kustomization_lists_every_crd() -> None:
+    listed = yaml.safe_load(crdgen.files()["kustomization.yaml"])["resources"]
+    assert sorted(listed) == sorted(crdgen.crd_files())
