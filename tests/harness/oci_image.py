@@ -142,11 +142,18 @@ def import_image(
     image: OCIImage, address: str | Path, *, namespace: str = "k8s.io", ctr: str = "ctr"
 ) -> None:
     """Import the image into containerd's `namespace` (k8s.io is the one CRI uses)."""
+    import_archive(image.tar, address, namespace=namespace, ctr=ctr)
+
+
+def import_archive(
+    tar: Path, address: str | Path, *, namespace: str = "k8s.io", ctr: str = "ctr",
+    timeout: float = 600.0,
+) -> None:
+    """Import an image archive (OCI layout or `docker save`) into containerd's `namespace`."""
     argv = [ctr, "--address", str(address), "--namespace", namespace, "images", "import"]
     done = subprocess.run(
-        [*argv, str(image.tar)], capture_output=True, text=True, timeout=120, check=False
+        [*argv, str(tar)], capture_output=True, text=True, timeout=timeout, check=False
     )
     if done.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(argv)} {image.tar} failed ({done.returncode}): {done.stderr.strip()}"
-        )
+        raise RuntimeError(f"{' '.join(argv)} {tar} failed ({done.returncode}): "
+                           f"{done.stderr.strip()}")  # fmt: skip

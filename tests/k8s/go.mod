@@ -5,7 +5,8 @@
 // the matching v0.32.x tag.
 // (*) kubelet only: the module proxy serves k8s.io/cri-client, csi-translation-lib
 // and kube-scheduler no newer than v0.32.10; their v0.32.10..13 changes are
-// patch-level, and taking v0.32.10 moves no other dependency.
+// patch-level, and taking v0.32.10 moves no other dependency. Likewise for
+// kube-controller-manager, k8s.io/endpointslice is served up to v0.32.12.
 module podtrace.io/k8sharness
 
 go 1.23.0
@@ -164,6 +165,7 @@ require (
 	k8s.io/cri-client v0.0.0 // indirect
 	k8s.io/csi-translation-lib v0.0.0 // indirect
 	k8s.io/dynamic-resource-allocation v0.0.0 // indirect
+	k8s.io/endpointslice v0.0.0 // indirect
 	k8s.io/externaljwt v0.0.0 // indirect
 	k8s.io/klog/v2 v2.130.1 // indirect
 	k8s.io/kms v0.32.13 // indirect
@@ -202,7 +204,7 @@ replace (
 	k8s.io/cri-client => k8s.io/cri-client v0.32.10 // see (*) above
 	k8s.io/csi-translation-lib => k8s.io/csi-translation-lib v0.32.10 // (*)
 	k8s.io/dynamic-resource-allocation => k8s.io/dynamic-resource-allocation v0.32.13
-	k8s.io/endpointslice => k8s.io/endpointslice v0.32.13
+	k8s.io/endpointslice => k8s.io/endpointslice v0.32.12 // (*)
 	k8s.io/externaljwt => k8s.io/externaljwt v0.32.13
 	k8s.io/kms => k8s.io/kms v0.32.13
 	k8s.io/kube-aggregator => k8s.io/kube-aggregator v0.32.13
