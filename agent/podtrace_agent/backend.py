@@ -45,7 +45,15 @@ class KubepodsRootLike(Protocol):
 
     @property
     def level(self) -> int:
-        """The kubepods cgroup's depth in cgroup2 (the root is 0)."""
+        """The kubepods cgroup's absolute depth in the cgroup2 hierarchy (its root is 0)."""
+        ...
+
+    @property
+    def root_path(self) -> str:
+        """The cgroup2 mount's root as an absolute path in the hierarchy: "" when the
+        mount shows the whole hierarchy, else e.g. "/system.slice/docker-<id>.scope"
+        (a node in a container: its cgroup namespace). Tracepoints report absolute
+        paths; the interface's paths are relative to the mount."""
         ...
 
 
@@ -57,22 +65,67 @@ class KubepodsRoot:
     path: str
     cgroup_id: int
     level: int
+    root_path: str = ""
 
     @classmethod
-    def at(cls, cgroup2: Path | str, path: str) -> KubepodsRoot:
-        """Read id and level from the filesystem: id is the directory's inode."""
+    def at(cls, cgroup2: Path | str, path: str, root_path: str = "") -> KubepodsRoot:
+        """Read id and level from the filesystem: id is the directory's inode, the
+        level counts root_path's components too."""
         cgroup2 = Path(cgroup2)
         rel = path.strip("/")
+        root = absolute(root_path)
         return cls(
             cgroup2=cgroup2,
             path=rel,
             cgroup_id=(cgroup2 / rel).stat().st_ino,
-            level=len(Path(rel).parts),
+            level=depth(root) + depth(rel),
+            root_path=root,
         )
 
     @property
     def directory(self) -> Path:
         return self.cgroup2 / self.path
+
+
+def absolute(path: str) -> str:
+    """A cgroup path as the kernel's tracepoints write it, "" for the root.
+
+    >>> absolute("a/b/"), absolute("/")
+    ('/a/b', '')
+    """
+    parts = [p for p in path.split("/") if p]
+    return "/" + "/".join(parts) if parts else ""
+
+
+def depth(path: str) -> int:
+    """Components of a cgroup path: its level below where it is relative to."""
+    return len([p for p in path.split("/") if p])
+
+
+def kubepods_absolute(kubepods: KubepodsRootLike) -> str:
+    """The kubepods cgroup's path from the hierarchy's root, as tracepoints show it.
+
+    >>> kubepods_absolute(KubepodsRoot(Path("/x"), "kubepods", 1, 2, "/node"))
+    '/node/kubepods'
+    """
+    return absolute(f"{kubepods.root_path}/{kubepods.path}")
+
+
+def mount_relative(kubepods: KubepodsRootLike, path: str) -> str | None:
+    """An absolute cgroup path (from a tracepoint) relative to the cgroup2 mount,
+    or None when it lies outside the mount (another node's cgroups).
+
+    >>> nested = KubepodsRoot(Path("/x"), "kubepods", 1, 2, "/node")
+    >>> mount_relative(nested, "/node/kubepods/a"), mount_relative(nested, "/node2/kubepods")
+    ('kubepods/a', None)
+    """
+    root = absolute(kubepods.root_path)
+    path = absolute(path)
+    if not root:
+        return path.lstrip("/")
+    if not path.startswith(root + "/"):
+        return None
+    return path[len(root) + 1 :]
 
 
 @dataclass(frozen=True)
@@ -207,20 +260,13 @@ class BackendOptions:
     """Options shared by both backends.
 
     auto_trace_mask: probes for container cgroups created under kubepods after
-        start (see `is_container_cgroup`); NO_PROBES only reports them.
+        start (see `kubepods.is_container_cgroup`); NO_PROBES only reports them.
     max_traced: how many cgroups can be traced at once (BPF: traced map entries
         and counter rows, each row 4 KiB per CPU).
     """
 
     auto_trace_mask: Probe = NO_PROBES
     max_traced: int = 512
-
-
-# The QoS-class cgroups kubelet creates below kubepods (cgroupfs and systemd
-# driver names). Guaranteed pods sit directly below kubepods.
-QOS_CGROUPS = frozenset(
-    {"besteffort", "burstable", "kubepods-besteffort.slice", "kubepods-burstable.slice"}
-)
 
 
 def below_kubepods(kubepods: KubepodsRootLike, path: str) -> str | None:
@@ -236,27 +282,6 @@ def below_kubepods(kubepods: KubepodsRootLike, path: str) -> str | None:
     if not rel.startswith(root + "/"):
         return None
     return rel[len(root) + 1 :]
-
-
-def is_container_cgroup(below_kubepods: str) -> bool:
-    """Whether a cgroup at `below_kubepods` (the path relative to kubepods) is a
-    container's cgroup or nested in one: <qos>/<pod>/<container> or, for
-    guaranteed pods, <pod>/<container>. The BPF program applies the same rule
-    in cgroup.c (is_container_path).
-
-    >>> is_container_cgroup("besteffort/pod1/abc")
-    True
-    >>> is_container_cgroup("besteffort/pod1")
-    False
-    >>> is_container_cgroup("pod1/abc")
-    True
-    """
-    parts = [p for p in below_kubepods.split("/") if p]
-    if len(parts) <= 1:
-        return False
-    if len(parts) == 2:
-        return parts[0] not in QOS_CGROUPS
-    return True
 
 
 class Backend(Protocol):

@@ -48,7 +48,7 @@ from .discovery import BackendReport, DiscoveryReport, discover, fallback
 from .discovery.choice import Requested
 from .discovery.tree import FsTree
 from .identity import parse
-from .scan import ContainerCgroup, scan
+from .scan import ContainerCgroup, container_cgroup, scan
 
 PROBES = Probe.SYSCALLS | Probe.EXEC | Probe.EXIT
 POLL_S = 0.25
@@ -143,7 +143,9 @@ class Session:
         skip_container: str | None = None,
         clock_offset_ns: int = 0,
         syscall_names: Callable[[int], str] = syscall_name,
+        kubepods: str = "kubepods",
     ) -> None:
+        self.kubepods = kubepods  # relative to the cgroup2 mount, like event paths
         self.enricher = enricher
         self.skip_container = skip_container
         self.clock_offset_ns = clock_offset_ns
@@ -169,11 +171,8 @@ class Session:
         """A new container cgroup to trace, or None (rmdir, or not a container's)."""
         if event.kind != "mkdir":
             return None
-        identity = parse(event.path)
-        if identity is None or identity.container_id is None:
-            return None
-        cgroup = ContainerCgroup(event.cgroup_id, event.path.strip("/"), identity)
-        return cgroup if self.add(cgroup) else None
+        cgroup = container_cgroup(self.kubepods, event.cgroup_id, event.path)
+        return cgroup if cgroup is not None and self.add(cgroup) else None
 
     def traced_line(self, cgroup: ContainerCgroup, found: str) -> Line:
         identity = cgroup.identity
@@ -444,6 +443,7 @@ def trace(
         enricher=enricher,
         skip_container=own.container_id if own else None,
         clock_offset_ns=time.time_ns() - time.monotonic_ns(),
+        kubepods=root.path,
     )
     # Scan after start: a container created in between is both scanned and
     # reported by mkdir; Session.add() keeps the first.

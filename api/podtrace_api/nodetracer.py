@@ -132,14 +132,26 @@ class CgroupStatus(Model):
     )
     root: str = Field(default="", max_length=256, description="The cgroup2 mount the agent uses.")
     host_namespace: bool = Field(
-        default=False, description="Whether that mount shows the host's cgroup hierarchy."
+        default=False,
+        description="Whether that mount shows the host's whole cgroup hierarchy. False on a "
+        "node that runs in a container (kind, minikube's docker driver, k3d): then "
+        "namespaceRoot says where the mount sits, and tracing works the same.",
+    )
+    namespace_root: str = Field(
+        default="",
+        max_length=1024,
+        description="Where root sits in the host's cgroup2 hierarchy: / for the host's "
+        "root, the node container's cgroup (an absolute path) for a nested node, empty "
+        "when unknown.",
     )
     kubepods_path: str = Field(
         default="", max_length=512, description="The kubepods cgroup, relative to root."
     )
     kubepods_id: Counter | None = Field(default=None, description="The kubepods cgroup's ID.")
     kubepods_level: Counter | None = Field(
-        default=None, description="The kubepods cgroup's depth (root is 0)."
+        default=None,
+        description="The kubepods cgroup's absolute depth in the host's hierarchy (its "
+        "root is 0), as the kernel counts it, also below a namespaceRoot.",
     )
     message: Message = Field(default="", description="What is wrong and what to change.")
 

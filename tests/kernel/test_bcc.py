@@ -102,8 +102,10 @@ def test_ancestor_check_ignores_a_traced_cgroup_outside_kubepods(
 
 @pytest.fixture
 def private_kubepods(cgroup2: Path) -> Iterator[Hierarchy]:
-    """A kubepods of its own, so that nothing else happens below it."""
-    h = Hierarchy(cgroup2, f"podtrace-kt-{uuid.uuid4().hex[:8]}.slice", qos="")
+    """A kubepods of its own, so that nothing else happens below it; named as on
+    kind (kubelet's systemd driver with cgroup root /kubelet)."""
+    name = f"podtrace-kt-{uuid.uuid4().hex[:8]}.slice/kubelet-kubepods.slice"
+    h = Hierarchy(cgroup2, name, qos="")
     yield h
     h.cleanup()
 
@@ -141,10 +143,12 @@ def test_container_level_rule_with_systemd_names(
     try:
         uid = str(uuid.uuid4()).replace("-", "_")
         scope = f"cri-containerd-{uuid.uuid4().hex * 2}.scope"
+        # kind's names: the ones the old fixed QoS list took for pods
         paths = {
-            "qos": base / "kubepods-besteffort.slice",
-            "pod": base / "kubepods-besteffort.slice" / f"kubepods-besteffort-pod{uid}.slice",
-            "guaranteed pod": base / f"kubepods-pod{uid}.slice",
+            "qos": base / "kubelet-kubepods-besteffort.slice",
+            "pod": base / "kubelet-kubepods-besteffort.slice"
+            / f"kubelet-kubepods-besteffort-pod{uid}.slice",
+            "guaranteed pod": base / f"kubelet-kubepods-pod{uid}.slice",
         }
         paths["container"] = paths["pod"] / scope
         paths["guaranteed container"] = paths["guaranteed pod"] / scope

@@ -1,5 +1,5 @@
-"""The backend interface's pure parts: the container-level rule (twin of
-is_container_path in bpf/podtrace.c) and KubepodsRoot."""
+"""The backend interface's pure parts: KubepodsRoot and absolute paths (the
+container rule is tests/unit/test_container_rule.py)."""
 
 from __future__ import annotations
 
@@ -9,31 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from podtrace_agent.backend import KubepodsRoot, is_container_cgroup
-
-CTR = "c" * 64
-
-
-@pytest.mark.parametrize(
-    ("below", "container"),
-    [
-        ("besteffort", False),
-        ("burstable", False),
-        ("pod123", False),  # a guaranteed pod
-        ("besteffort/pod123", False),
-        (f"besteffort/pod123/{CTR}", True),
-        (f"burstable/pod123/{CTR}", True),
-        (f"pod123/{CTR}", True),  # a guaranteed pod's container
-        (f"pod123/{CTR}/nested", True),
-        ("kubepods-besteffort.slice/kubepods-besteffort-pod1_2.slice", False),
-        (f"kubepods-besteffort.slice/kubepods-besteffort-pod1_2.slice/cri-o-{CTR}.scope", True),
-        ("kubepods-burstable.slice/kubepods-burstable-pod1_2.slice", False),
-        (f"kubepods-pod1_2.slice/docker-{CTR}.scope", True),
-        ("", False),
-    ],
-)
-def test_container_level_rule(below: str, container: bool) -> None:
-    assert is_container_cgroup(below) is container
+from podtrace_agent.backend import KubepodsRoot, kubepods_absolute, mount_relative
 
 
 def test_kubepods_root_reads_id_and_level(tmp_path: Path) -> None:
@@ -44,10 +20,22 @@ def test_kubepods_root_reads_id_and_level(tmp_path: Path) -> None:
     assert root.directory == tmp_path / "kubepods.slice"
 
 
+def test_kubepods_root_below_a_namespace_root_is_absolute(tmp_path: Path) -> None:
+    (tmp_path / "kubelet.slice/kubelet-kubepods.slice").mkdir(parents=True)
+    root = KubepodsRoot.at(tmp_path, "kubelet.slice/kubelet-kubepods.slice", "/node/")
+    assert (root.level, root.root_path) == (3, "/node")
+    assert kubepods_absolute(root) == "/node/kubelet.slice/kubelet-kubepods.slice"
+    assert mount_relative(root, "/node/kubelet.slice/x") == "kubelet.slice/x"
+    assert mount_relative(root, "/nodeB/kubelet.slice/x") is None
+
+
 @pytest.mark.parametrize(
     "module",
     [
         "podtrace_agent.backend",
+        "podtrace_agent.kubepods",
+        "podtrace_agent.scan",
+        "podtrace_agent.discovery.nesting",
         "podtrace_agent.bpf.wire",
         "podtrace_agent.bpf.tables",
         "podtrace_agent.ftrace.parse",

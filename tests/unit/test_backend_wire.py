@@ -77,6 +77,19 @@ def test_cgroup_records() -> None:
     assert isinstance(event, CgroupEvent) and (event.kind, event.traced) == ("rmdir", False)
 
 
+def test_cgroup_record_paths_longer_than_256_are_kept_relative_to_the_mount() -> None:
+    """A kind node's container path is absolute in the kernel's record and long."""
+    node = "/system.slice/docker-" + "d" * 64 + ".scope"
+    rel = ("kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/"
+           "kubelet-kubepods-besteffort-pod0a1b2c3d_0000_4a4a_8b8b_0123456789ab.slice/"
+           "cri-containerd-" + "c" * 64 + ".scope")
+    path = f"{node}/{rel}".encode()
+    assert len(path) > 256
+    rec = wire.CgroupRecord(header(C["EVENT_CGROUP_MKDIR"], cgroup=99), 7, 3, path)
+    event = wire.decode(bytes(rec), node)
+    assert isinstance(event, CgroupEvent) and (event.path, event.level) == (rel, 7)
+
+
 def test_short_or_unknown_records_are_skipped() -> None:
     assert wire.decode(b"\x01\x00") is None
     assert wire.decode(bytes(header(999))) is None
@@ -103,6 +116,8 @@ def test_cflags() -> None:
         "-DKUBEPODS_ID=1234ULL",
         "-DKUBEPODS_LEVEL=1",
         '-DKUBEPODS_PATH="/kubepods.slice"',
+        '-DQOS_BESTEFFORT="kubepods-besteffort.slice/"',
+        '-DQOS_BURSTABLE="kubepods-burstable.slice/"',
         "-DAUTO_TRACE_MASK=3",
         "-DMAX_TRACED=64",
         "-DRINGBUF_PAGES=8",
@@ -114,3 +129,22 @@ def test_cflags() -> None:
         "-DEXIT_HAS_GROUP_DEAD",
     ]
     assert flags[0].startswith("-I")
+
+
+def test_cflags_of_a_node_in_a_container() -> None:
+    """kind: kubepods below the node container's cgroup; the knobs are absolute."""
+    root = KubepodsRoot(
+        Path("/sys/fs/cgroup"), "kubelet.slice/kubelet-kubepods.slice", 77, 4,
+        "/system.slice/docker-abc.scope",
+    )
+    flags = program_cflags(
+        root, BackendOptions(), ringbuf_pages=8, syscalls={}, offsets={},
+        exit_has_group_dead=False,
+    )
+    assert flags[1:6] == [
+        "-DKUBEPODS_ID=77ULL",
+        "-DKUBEPODS_LEVEL=4",
+        '-DKUBEPODS_PATH="/system.slice/docker-abc.scope/kubelet.slice/kubelet-kubepods.slice"',
+        '-DQOS_BESTEFFORT="kubelet-kubepods-besteffort.slice/"',
+        '-DQOS_BURSTABLE="kubelet-kubepods-burstable.slice/"',
+    ]

@@ -17,8 +17,10 @@ from podtrace_agent.discovery.cgroups import (
     given_kubepods,
     host_namespace,
     is_kubepods_name,
+    no_kubepods,
     pick_kubepods,
 )
+from podtrace_agent.discovery.nesting import own_cgroup, root_from_own
 from podtrace_agent.discovery.procfs import parse_filesystems, parse_mountinfo
 from podtrace_agent.discovery.tree import FsTree
 from podtrace_api.nodetracer import CgroupDriver, CgroupVersion
@@ -138,21 +140,28 @@ def test_kernel_without_cgroup2() -> None:
     assert problem.reason == "CgroupV2Unsupported"
 
 
+def test_host_namespace_is_the_hierarchy_root_only() -> None:
+    assert host_namespace(1) is True
+    assert host_namespace(4242) is False  # a cgroup namespace or a sub-cgroup's bind mount
+
+
 @pytest.mark.parametrize(
-    ("mount_root", "inode", "expected", "says"),
+    ("is_host", "mount_root", "says"),
     [
-        ("/", 1, True, None),
-        ("/", 4242, False, "inode 4242, not 1"),  # private cgroup namespace
-        ("/docker/3350ade4226f", 4242, False, "bind mount of the sub-cgroup /docker/3350ade4226f"),
+        (True, "/", None),
+        (False, "/", "a cgroup namespace below the host's root"),
+        (False, "/docker/3350ade4226f", "a bind mount of /docker/3350ade4226f"),
     ],
 )
-def test_host_namespace(mount_root: str, inode: int, expected: bool, says: str | None) -> None:
-    is_host, problem = host_namespace("/sys/fs/cgroup", mount_root, inode)
-    assert is_host is expected
+def test_no_kubepods_outside_the_host_says_what_to_mount(
+    is_host: bool, mount_root: str, says: str | None
+) -> None:
+    """The one nested case that cannot work: the pods are outside the mount."""
+    problem = no_kubepods("/sys/fs/cgroup", is_host, mount_root)
+    assert problem.reason == "KubepodsNotFound" and problem.fatal
     if says is None:
-        assert problem is None
+        assert "--cgroupfs" not in problem.message
     else:
-        assert problem is not None and problem.reason == "CgroupNamespaceNotHost"
         assert says in problem.message
         assert "/host/sys/fs/cgroup" in problem.message and "--cgroupfs" in problem.message
 
@@ -260,3 +269,26 @@ def test_given_kubepods_that_does_not_exist(tmp_path: Path, path: str) -> None:
     chosen, _, problem = given_kubepods(FsTree(tmp_path), path, [], "/cg")
     assert chosen is None
     assert problem is not None and problem.fatal and f"--kubepods {path}:" in problem.message
+
+
+@pytest.mark.parametrize(
+    ("absolute", "relative", "root"),
+    [
+        ("/system.slice/docker-1.scope/kubelet.slice/x", "kubelet.slice/x", "/system.slice/docker-1.scope"),
+        ("/node", "", "/node"),
+        ("/a/b", "a/b", ""),  # the host's root after all
+        ("/a/xb", "b", None),  # never half a component
+        ("/a/b", "c", None),
+    ],
+)
+def test_root_from_own(absolute: str, relative: str, root: str | None) -> None:
+    assert root_from_own(absolute, relative) == root
+
+
+def test_own_cgroup_by_hint_or_walk(tmp_path: Path) -> None:
+    (tmp_path / "kubelet.slice/agent").mkdir(parents=True)
+    (tmp_path / "kubelet.slice/agent/cgroup.procs").write_text("7\n42\n")
+    assert own_cgroup(tmp_path, 42, "/kubelet.slice/agent") == "kubelet.slice/agent"
+    # the hint is relative to another namespace: found by walking
+    assert own_cgroup(tmp_path, 42, "/../other") == "kubelet.slice/agent"
+    assert own_cgroup(tmp_path, 43, "/") is None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import doctest
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import podtrace_agent.discovery.procfs
 import podtrace_agent.identity
 from podtrace_agent.backend import KubepodsRoot
 from podtrace_agent.discovery import discover
+from podtrace_agent.discovery.nesting import Nesting
 from podtrace_agent.discovery.report import (
     BackendReport,
     BccCheck,
@@ -37,6 +39,7 @@ CGROUP = CgroupReport(
     driver=CgroupDriver.CGROUPFS,
     root="/sys/fs/cgroup/unified",
     host_namespace=True,
+    namespace_root="/",
     kubepods_path="kubepods",
     kubepods_id=44,
     kubepods_level=1,
@@ -52,7 +55,7 @@ def test_reports_map_onto_nodetracer_status() -> None:
     wire = status.to_wire()
     assert wire["cgroup"] == {
         "version": "hybrid", "driver": "cgroupfs", "root": "/sys/fs/cgroup/unified",
-        "hostNamespace": True, "kubepodsPath": "kubepods", "kubepodsId": 44,
+        "hostNamespace": True, "namespaceRoot": "/", "kubepodsPath": "kubepods", "kubepodsId": 44,
         "kubepodsLevel": 1, "message": "",
     }
     assert wire["kernel"] == {"release": "6.18.44", "btf": True, "tracefs": "/sys/kernel/tracing"}
@@ -77,6 +80,16 @@ def test_long_messages_fit_status() -> None:
 def test_kubepods_for_the_backend() -> None:
     assert CGROUP.kubepods() == KubepodsRoot(Path("/sys/fs/cgroup/unified"), "kubepods", 44, 1)
     assert CgroupReport(root="/sys/fs/cgroup").kubepods() is None
+    nested = CgroupReport(
+        root="/sys/fs/cgroup", namespace_root="/system.slice/docker-1.scope",
+        kubepods_path="kubelet.slice/kubelet-kubepods.slice", kubepods_id=9, kubepods_level=4,
+    )
+    assert nested.kubepods() == KubepodsRoot(
+        Path("/sys/fs/cgroup"), "kubelet.slice/kubelet-kubepods.slice", 9, 4,
+        "/system.slice/docker-1.scope",
+    )
+    # a nested mount whose place is unknown cannot be traced
+    assert replace(nested, namespace_root="").kubepods() is None
 
 
 def test_report_is_json() -> None:
@@ -129,23 +142,44 @@ def fake_machine(tmp_path: Path, cgroup_line: str) -> tuple[Path, Path]:
 def test_discover_end_to_end(tmp_path: Path) -> None:
     agent = f"/kubepods/besteffort/pod{UID}/{'b' * 64}"
     proc, cgroup2 = fake_machine(tmp_path, f"0::{agent}\n")
-    report = discover(cgroupfs=str(cgroup2), proc=proc, allow_mount=False)
+    asked = []
+
+    def place(mount: str, tracefs: str, own: str) -> Nesting:
+        asked.append((mount, tracefs, own))
+        return Nesting("/system.slice/node.scope")
+
+    report = discover(cgroupfs=str(cgroup2), proc=proc, allow_mount=False, place=place)
 
     assert report.cgroup.version is CgroupVersion.V2
     assert report.cgroup.root == str(cgroup2)
     assert report.cgroup.kubepods_path == "kubepods"
     assert report.cgroup.kubepods_id == os.stat(cgroup2 / "kubepods").st_ino
-    assert report.cgroup.kubepods_level == 1
     assert report.cgroup.driver is CgroupDriver.CGROUPFS
-    # a temporary directory is not a hierarchy's root (inode 1): warned, not fatal
+    # a temporary directory is not a hierarchy's root (inode 1): a nested mount,
+    # placed in the host's hierarchy, information and not a problem
+    assert asked == [(str(cgroup2), str(tmp_path / "tracing"), agent)]
     assert report.cgroup.host_namespace is False
-    assert [p.reason for p in report.problems] == ["CgroupNamespaceNotHost"]
-    assert report.cgroup.message == report.problems[0].message
+    assert report.cgroup.namespace_root == "/system.slice/node.scope"
+    assert report.cgroup.kubepods_level == 3  # absolute
+    assert report.problems == () and report.cgroup.message == ""
+    root = report.cgroup.kubepods()
+    assert root is not None and root.root_path == "/system.slice/node.scope"
     assert report.kernel.tracefs == str(tmp_path / "tracing")
     assert report.kernel.release == os.uname().release
     assert report.agent_cgroup == agent
     assert (report.backend.name is BackendName.BCC) == report.bcc.available
     json.dumps(report.to_json())
+
+
+def test_discover_nested_but_unplaced_is_fatal(tmp_path: Path) -> None:
+    proc, cgroup2 = fake_machine(tmp_path, "0::/\n")
+    unplaced = Problem("CgroupNestingUnresolved", "why", fatal=True)
+    report = discover(cgroupfs=str(cgroup2), proc=proc, allow_mount=False,
+                      place=lambda *_: unplaced)
+    assert report.cgroup.kubepods_path == "kubepods"  # still reported
+    assert (report.cgroup.namespace_root, report.cgroup.kubepods_level) == ("", None)
+    assert report.cgroup.kubepods() is None
+    assert report.fatal == [unplaced]
 
 
 def test_discover_without_kubepods_is_fatal(tmp_path: Path) -> None:

@@ -28,7 +28,7 @@
 #define TASK_COMM_LEN 16
 #define MAX_FILENAME 256
 #define MAX_OPEN_PATH 256
-#define MAX_CGROUP_PATH 256
+#define MAX_CGROUP_PATH 1024 /* the kernel's TRACE_CGROUP_PATH_LEN */
 #define MAX_PREFIXES 8
 #define PREFIX_MAX 64
 #define MAX_PORTS 16

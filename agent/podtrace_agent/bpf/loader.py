@@ -30,8 +30,10 @@ from ..backend import (
     MapStat,
     SourceLimits,
     below_kubepods,
+    kubepods_absolute,
 )
 from ..ftrace.tracefs import TracefsError, event_fields, find_tracefs
+from ..kubepods import qos_names
 from . import btf
 from .tables import SharedValues
 from .wire import BPF_DIR, C, OpenPrefix, TracedCgroup, decode
@@ -55,11 +57,14 @@ def program_cflags(
     exit_has_group_dead: bool,
 ) -> list[str]:
     """The knobs of podtrace.c as clang flags (see the list at its top)."""
+    besteffort, burstable = qos_names(kubepods.path)
     flags = [
         f"-I{BPF_DIR}",
         f"-DKUBEPODS_ID={kubepods.cgroup_id}ULL",
         f"-DKUBEPODS_LEVEL={kubepods.level}",
-        f'-DKUBEPODS_PATH="/{kubepods.path.strip("/")}"',
+        f'-DKUBEPODS_PATH="{kubepods_absolute(kubepods)}"',
+        f'-DQOS_BESTEFFORT="{besteffort}/"',
+        f'-DQOS_BURSTABLE="{burstable}/"',
         f"-DAUTO_TRACE_MASK={int(options.auto_trace_mask)}",
         f"-DMAX_TRACED={options.max_traced}",
         f"-DRINGBUF_PAGES={ringbuf_pages}",
@@ -350,7 +355,7 @@ class BccBackend:
     # -- results ------------------------------------------------------------
 
     def _on_record(self, _ctx: Any, data: Any, size: int) -> None:
-        event = decode(ctypes.string_at(data, size))
+        event = decode(ctypes.string_at(data, size), self.kubepods.root_path)
         if event is not None:
             self._seen += 1
             self._pending.append(event)

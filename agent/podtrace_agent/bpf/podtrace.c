@@ -3,7 +3,13 @@
  * One translation unit on purpose: BCC rewrites map calls and generates the
  * TRACEPOINT_PROBE argument structs only in the main file, so the hook groups
  * (cgroups, syscalls, processes) are sections of this file, not .c files of
- * their own. Wire structs and constants come from events.h.
+ * their own. Wire structs and constants come from events.h, the container
+ * rule from container.h.
+ *
+ * Levels and paths here are absolute in the cgroup2 hierarchy, as the helpers
+ * and tracepoints see them, also when the agent's cgroup2 mount is a cgroup
+ * namespace below the host's root (a node in a container): the loader turns
+ * the mount-relative view of discovery into absolute knobs.
  *
  * Only tracepoint arguments and helpers are read, never kernel structs through
  * the installed headers (they need not match the running kernel). The
@@ -12,8 +18,10 @@
  * running kernel's BTF by the loader (btf.py).
  *
  * Knobs (cflags, set by loader.py):
- *   KUBEPODS_ID, KUBEPODS_LEVEL   the kubepods cgroup2 id and depth
- *   KUBEPODS_PATH                 its path in cgroup2, a string literal ("/kubepods")
+ *   KUBEPODS_ID, KUBEPODS_LEVEL   the kubepods cgroup2 id and absolute depth
+ *   KUBEPODS_PATH                 its absolute path in cgroup2, a string literal
+ *                                 ("/kubepods"; a node in a container: "/<node>/kubepods")
+ *   QOS_BESTEFFORT, QOS_BURSTABLE its QoS cgroup names + "/" (container.h)
  *   AUTO_TRACE_MASK               PROBE_* bits for container cgroups created later
  *   MAX_TRACED                    traced cgroups = counter rows
  *   RINGBUF_PAGES                 ring buffer size in pages (power of two)
@@ -23,12 +31,11 @@
  *   EXIT_HAS_GROUP_DEAD           sched_process_exit has the group_dead field
  */
 #include "events.h"
+#include "container.h"
 
 #define CGROUP2_HIERARCHY 0 /* cgroup_mkdir `root`: the default hierarchy's id */
 #define PT_AF_INET 2
 #define PT_AF_INET6 10
-
-#define KUBEPODS_PATH_LEN (sizeof(KUBEPODS_PATH) - 1)
 
 BPF_HASH(traced, u64, struct traced_cgroup, MAX_TRACED);
 /* Free counter rows. User space fills it, zeroing a row before it goes back. */
@@ -90,44 +97,8 @@ static __always_inline u32 current_ppid(void)
  * cgroup, so a task moved into a traced cgroup is seen from its next syscall.
  */
 
-/* Whether `buf` holds the string literal `lit` at constant offset `off`.
- * Indexing the literal in a fully unrolled loop lets clang fold each byte
- * into an immediate (BCC cannot load .rodata). */
-#define PATH_HAS(buf, off, lit)                                             \
-	({                                                                  \
-		int __ok = 1;                                               \
-		_Pragma("unroll") for (u32 __i = 0; __i < sizeof(lit) - 1; __i++) \
-			if ((buf)[(off) + __i] != (lit)[__i]) {             \
-				__ok = 0;                                   \
-				break;                                      \
-			}                                                   \
-		__ok;                                                       \
-	})
-
-_Static_assert(KUBEPODS_PATH_LEN + sizeof("kubepods-besteffort.slice/") < MAX_CGROUP_PATH,
+_Static_assert(KUBEPODS_PATH_LEN + sizeof("/") + sizeof(QOS_BESTEFFORT) < MAX_CGROUP_PATH,
 	       "KUBEPODS_PATH too long for the cgroup path buffer");
-
-/* Under kubepods: the path starts with KUBEPODS_PATH "/". */
-static __always_inline int below_kubepods(const char *path)
-{
-	return PATH_HAS(path, 0, KUBEPODS_PATH) && path[KUBEPODS_PATH_LEN] == '/';
-}
-
-/* A container cgroup (or nested in one): <qos>/<pod>/<ctr> or <pod>/<ctr>
- * below kubepods. Twin of backend.is_container_cgroup. */
-static __always_inline int is_container_path(const char *path, int level)
-{
-	int rel = level - KUBEPODS_LEVEL;
-
-	if (rel <= 1)
-		return 0;
-	if (rel > 2)
-		return 1;
-#define QOS_AT(lit) PATH_HAS(path, KUBEPODS_PATH_LEN + 1, lit)
-	return !(QOS_AT("besteffort/") || QOS_AT("burstable/") ||
-		 QOS_AT("kubepods-besteffort.slice/") || QOS_AT("kubepods-burstable.slice/"));
-#undef QOS_AT
-}
 
 /* The cgroup event for a cgroup2 cgroup below kubepods, in per-CPU scratch
  * (the path must be read before we know whether to send anything). */

@@ -29,8 +29,7 @@ from ..cri.runtime import discover_runtime
 from ..discovery import DiscoveryReport, discover
 from ..discovery.choice import Requested
 from ..discovery.tree import FsTree
-from ..identity import parse
-from ..scan import ContainerCgroup, scan
+from ..scan import ContainerCgroup, container_cgroup, scan
 from ..standalone import Output, make_backend, start_backend, wall_time
 from .apply import apply_request, remove
 from .eventlimit import Action, EventLimiter
@@ -310,9 +309,10 @@ class Agent:
             self.state.remove_cgroup(event.cgroup_id)
             self._dirty = True
             return
-        identity = parse(event.path)
-        if identity is not None and identity.container_id is not None:
-            self._know(ContainerCgroup(event.cgroup_id, event.path.strip("/"), identity))
+        root = self.report.cgroup.kubepods()
+        cgroup = container_cgroup(root.path, event.cgroup_id, event.path) if root else None
+        if cgroup is not None:
+            self._know(cgroup)
 
 
 def run_agent(options: AgentOptions) -> int:

@@ -114,24 +114,12 @@ def _no_cgroup2(root: str, v1: bool, filesystems: frozenset[str], flag: bool) ->
     )
 
 
-def host_namespace(cgroup2: str, mount_root: str, root_inode: int) -> tuple[bool, Problem | None]:
-    """Whether the cgroup2 mount shows the host's whole hierarchy.
-
-    Its root directory is inode 1 only then; inside a cgroup namespace or for a
-    bind mount of a sub-cgroup the ids still are host ids, but kubepods is out of
-    sight and paths and levels are relative to the namespace. mount_root (from
-    mountinfo) only tells the two apart in the message.
-    """
-    if root_inode == ROOT_INODE:
-        return True, None
-    seen = f"its root directory is inode {root_inode}, not {ROOT_INODE}"
-    if mount_root != "/":
-        seen = f"it is a bind mount of the sub-cgroup {mount_root}"
-    return False, Problem(
-        "CgroupNamespaceNotHost",
-        f"the cgroup2 mount at {cgroup2} is not the host's cgroup hierarchy ({seen}): "
-        f"pods outside the agent's own cgroup are out of sight. {_MOUNT_HOST}.",
-    )
+def host_namespace(root_inode: int) -> bool:
+    """Whether the cgroup2 mount shows the host's whole hierarchy: its root
+    directory is inode 1 only then. Otherwise it is a cgroup namespace (a node in
+    a container) or a bind mount of a sub-cgroup: IDs are still the host's, paths
+    and levels are relative to the mount (nesting.py places it)."""
+    return root_inode == ROOT_INODE
 
 
 # kubepods cgroup names: cgroupfs "kubepods", systemd "kubepods.slice", and with
@@ -242,12 +230,18 @@ def given_kubepods(
     return KubepodsCandidate(rel, cgroup_id, count_pods(tree, rel)), others, None
 
 
-def no_kubepods(cgroup2: str) -> Problem:
-    return Problem(
-        "KubepodsNotFound",
+def no_kubepods(cgroup2: str, is_host: bool = True, mount_root: str = "/") -> Problem:
+    """No kubepods under the mount. Below the host's root this is the case that
+    cannot work: the mount is the agent's own container's namespace, not the node's."""
+    message = (
         f"no kubepods cgroup under {cgroup2} (looked for kubepods, kubepods.slice and "
         f"*-kubepods.slice up to 3 levels deep): is kubelet running on this node with "
-        f"--cgroups-per-qos (the default), and is {cgroup2} the host's cgroup2 hierarchy? "
-        f"An unusual layout can be named with --kubepods.",
-        fatal=True,
+        f"--cgroups-per-qos (the default)? An unusual layout can be named with --kubepods."
     )
+    if not is_host:
+        seen = "a cgroup namespace" if mount_root == "/" else f"a bind mount of {mount_root}"
+        message += (
+            f" {cgroup2} is {seen} below the host's root, and the pods are outside it. "
+            f"{_MOUNT_HOST}."
+        )
+    return Problem("KubepodsNotFound", message, fatal=True)

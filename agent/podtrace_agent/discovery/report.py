@@ -50,9 +50,12 @@ class CgroupReport:
     driver: CgroupDriver = CgroupDriver.UNKNOWN
     root: str = ""  # the cgroup2 mount used, e.g. /sys/fs/cgroup/unified
     host_namespace: bool = False
+    # root's place in the host's hierarchy: "/" (the host's root), an absolute path
+    # (a node in a container: its cgroup namespace), "" (unknown)
+    namespace_root: str = ""
     kubepods_path: str = ""  # relative to root, no leading "/": "kubepods", "kubepods.slice"
     kubepods_id: int | None = None
-    kubepods_level: int | None = None
+    kubepods_level: int | None = None  # absolute in the hierarchy, as BPF sees it
     other_kubepods: tuple[str, ...] = ()  # further kubepods cgroups found, not used
     message: str = ""
 
@@ -62,6 +65,7 @@ class CgroupReport:
             driver=self.driver,
             root=self.root,
             host_namespace=self.host_namespace,
+            namespace_root=self.namespace_root,
             kubepods_path=self.kubepods_path,
             kubepods_id=self.kubepods_id,
             kubepods_level=self.kubepods_level,
@@ -70,13 +74,15 @@ class CgroupReport:
 
     def kubepods(self) -> KubepodsRoot | None:
         """What a tracing backend needs, or None when no kubepods cgroup was found."""
-        if not self.root or self.kubepods_id is None or self.kubepods_level is None:
+        if (not self.root or not self.namespace_root or self.kubepods_id is None
+                or self.kubepods_level is None):
             return None
         return KubepodsRoot(
             cgroup2=Path(self.root),
             path=self.kubepods_path,
             cgroup_id=self.kubepods_id,
             level=self.kubepods_level,
+            root_path=self.namespace_root.rstrip("/"),
         )
 
 

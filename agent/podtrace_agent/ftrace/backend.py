@@ -53,8 +53,10 @@ from ..backend import (
     MapStat,
     SourceLimits,
     below_kubepods,
-    is_container_cgroup,
+    kubepods_absolute,
+    mount_relative,
 )
+from ..kubepods import is_container_cgroup
 from . import parse
 from .tracefs import Instance, TracefsError, find_tracefs, instances
 
@@ -109,7 +111,8 @@ class FtraceBackend:
         self.buffer_size_kb = buffer_size_kb
         self.watch_buffer_kb = watch_buffer_kb
         self._tracefs = tracefs
-        self._kubepods_path = "/" + kubepods.path.strip("/")
+        # Tracepoints write absolute paths, also inside a cgroup namespace.
+        self._kubepods_path = kubepods_absolute(kubepods)
         self._prefix = f"{PREFIX}{os.getpid()}-{next(_backend_numbers)}-"
         self._lock = threading.RLock()
         self._traced: dict[int, _Traced] = {}
@@ -345,12 +348,15 @@ class FtraceBackend:
         cg = parse.cgroup(line.body)
         if cg is None or line.event not in ("cgroup_mkdir", "cgroup_rmdir"):
             return
-        rel = cg.path.lstrip("/")
+        rel = mount_relative(self.kubepods, cg.path)
+        if rel is None:
+            return  # the filter's glob matched outside the mount: not ours
         below = below_kubepods(self.kubepods, rel) or ""
         traced_now = False
         if line.event == "cgroup_mkdir":
             mask = self.options.auto_trace_mask
-            if mask and is_container_cgroup(below) and cg.id not in self._traced:
+            container = is_container_cgroup(self.kubepods.path, below)
+            if mask and container and cg.id not in self._traced:
                 try:
                     self._add_pids(self._create(cg.id, rel, mask), self._cgroup_threads(rel))
                     traced_now = True
