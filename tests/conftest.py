@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-_TIERS = {"kernel", "runtime", "cluster", "e2e"}
+_TIERS = {"kernel", "runtime", "cluster", "install", "e2e"}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -128,7 +128,7 @@ class _Pki:
     service_account_key: bytes  # RSA private key, PEM; the apiserver derives the public key
 
 
-def _make_pki() -> _Pki:
+def _make_pki(extra_ips: Sequence[str] = ()) -> _Pki:
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "podtrace-test-ca")])
     ca_cert, ca_key, ca = issue_certificate(ca_name, None, ca=True)
     signer = (ca_cert.subject, ca_key)
@@ -136,7 +136,11 @@ def _make_pki() -> _Pki:
         x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
         signer,
         usage=ExtendedKeyUsageOID.SERVER_AUTH,
-        ips=["127.0.0.1", str(next(ipaddress.ip_network(SERVICE_CLUSTER_IP_RANGE).hosts()))],
+        ips=[
+            "127.0.0.1",
+            str(next(ipaddress.ip_network(SERVICE_CLUSTER_IP_RANGE).hosts())),
+            *extra_ips,
+        ],
         dns=["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"],
     )
     admin_name = x509.Name(
@@ -198,8 +202,15 @@ class LocalAPIServer:
         *,
         ready_timeout: float = 90.0,
         extra_apiserver_args: Sequence[str] = (),
+        bind_address: str = "127.0.0.1",
+        serving_ips: Sequence[str] = (),
     ) -> None:
+        """`bind_address` 0.0.0.0 and the node's IP in `serving_ips` make the apiserver
+        reachable from pods on a pod network (the in-cluster install); clients here
+        keep using 127.0.0.1."""
         self.binaries = binaries
+        self.bind_address = bind_address
+        self.serving_ips = list(serving_ips)
         self.ready_timeout = ready_timeout
         self.extra_apiserver_args = list(extra_apiserver_args)
         self.workdir = Path(tempfile.mkdtemp(prefix="podtrace-apiserver-"))
@@ -239,7 +250,7 @@ class LocalAPIServer:
 
     def start(self) -> None:
         started = time.monotonic()
-        self._pki = _make_pki()
+        self._pki = _make_pki(self.serving_ips)
         files = self._write_pki(self._pki)
         etcd_url = self._start_etcd()
         self._apiserver = _spawn(self._apiserver_argv(etcd_url, files), self.apiserver_log)
@@ -280,7 +291,7 @@ class LocalAPIServer:
         return [
             self.binaries.kube_apiserver,
             f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1",
+            f"--bind-address={self.bind_address}",
             "--advertise-address=127.0.0.1",
             f"--secure-port={self.port}",
             f"--cert-dir={self.workdir}",

@@ -55,7 +55,11 @@ class StartupError(RuntimeError):
 
 
 def _config(
-    workdir: Path, socket: Path, sandbox_image: str, disabled_plugins: Sequence[str] = ()
+    workdir: Path,
+    socket: Path,
+    sandbox_image: str,
+    disabled_plugins: Sequence[str] = (),
+    cni_bin_dir: Path | None = None,
 ) -> str:
     cri = '[plugins."io.containerd.grpc.v1.cri"'
     disabled = "".join(f'  "{p}",\n' for p in disabled_plugins)
@@ -100,8 +104,8 @@ disabled_plugins = [
   Root = "{workdir / "runc"}"
 
 {cri}.cni]
-  # Pods use the host network; these stay empty.
-  bin_dir = "{workdir / "cni" / "bin"}"
+  # Without cni_bin_dir pods use the host network and bin/ stays empty.
+  bin_dir = "{cni_bin_dir or workdir / "cni" / "bin"}"
   conf_dir = "{workdir / "cni" / "conf"}"
 """
 
@@ -134,6 +138,7 @@ class Containerd:
         binary: str = "containerd",
         ready_timeout: float = 30.0,
         disabled_plugins: Sequence[str] = (),
+        cni_bin_dir: Path | None = None,
     ) -> None:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="podtrace-cd-"))
         self.socket = self.workdir / "containerd.sock"
@@ -146,6 +151,8 @@ class Containerd:
         self.ready_timeout = ready_timeout
         # e.g. ("io.containerd.grpc.v1.cri",): containerd as Docker ships it, without CRI.
         self.disabled_plugins = tuple(disabled_plugins)
+        # Real CNI plugins (Debian's containernetworking-plugins): pods get a network.
+        self.cni_bin_dir = cni_bin_dir
         self.timings: dict[str, float] = {}
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -165,7 +172,13 @@ class Containerd:
         """Start containerd and wait until CRI answers; returns the seconds it took."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config.write_text(
-            _config(self.workdir, self.socket, self.sandbox_image, self.disabled_plugins)
+            _config(
+                self.workdir,
+                self.socket,
+                self.sandbox_image,
+                self.disabled_plugins,
+                self.cni_bin_dir,
+            )
         )
         began = time.monotonic()
         with self.log.open("ab") as out:

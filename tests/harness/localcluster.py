@@ -63,6 +63,7 @@ from typing import Any, Self
 
 from harness.apiserver import LocalAPIServer
 from harness.containerd import Containerd, cgroup_mounts
+from harness.controlplane import ControlPlane
 from harness.k8s_binaries import K8sBinaries, PrerequisiteMissing, ensure_binaries
 from harness.kubelet import (
     CONTAINER_LOGS_DIR,
@@ -70,6 +71,7 @@ from harness.kubelet import (
     KubeletError,
     apiserver_args,
     make_kubelet_client_pki,
+    node_ip,
     remove_container_log_links,
     restore_sysctls,
     snapshot_sysctls,
@@ -84,6 +86,9 @@ LOG = "cluster.log"
 ENV_FILE = "env"
 KUBECONFIG = "kubeconfig"
 QOS_DIRS = ("kubepods/besteffort", "kubepods/burstable", "kubepods")  # deepest first
+CNI_PLUGINS = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
+POD_BRIDGE = "podtrace0"
+POD_SUBNET = "10.244.0.0/24"
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 _TOOLS = ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "setpriv", "umount")
 
@@ -98,9 +103,15 @@ def _stderr_progress(message: str) -> None:
     print(f"[cluster] {message}", file=sys.stderr, flush=True)
 
 
-def missing_prerequisites(binaries: K8sBinaries | None = None) -> list[str]:
+def missing_prerequisites(
+    binaries: K8sBinaries | None = None, *, in_cluster: bool = False
+) -> list[str]:
     """What this host lacks for a local cluster (empty when everything is there)."""
     problems = []
+    if in_cluster and not (CNI_PLUGINS / "bridge").is_file():
+        problems.append(
+            f"CNI plugins in {CNI_PLUGINS} (apt-get install containernetworking-plugins)"
+        )
     if os.geteuid() != 0:
         problems.append("root (kubelet, containerd and cgroups need it)")
     for tool in _TOOLS:
@@ -418,6 +429,7 @@ class LocalCluster:
         keep_state: bool = False,
         binaries: K8sBinaries | None = None,
         cgroup_root: str = "/",
+        in_cluster: bool = False,
     ) -> None:
         self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="podtrace-cluster-"))
         # Never remove a directory that held something else before we came.
@@ -429,6 +441,11 @@ class LocalCluster:
         self.keep_state = keep_state
         self.binaries = binaries
         self.cgroup_root = cgroup_root
+        # What an in-cluster install needs beyond bare pods: kube-scheduler and
+        # kube-controller-manager (Deployments, DaemonSets), a pod network (bridge CNI),
+        # and an apiserver that pods on that network can reach at the node's IP.
+        self.in_cluster = in_cluster
+        self.controlplane: ControlPlane | None = None
         self.kubeconfig = self.state_dir / KUBECONFIG
         self.apiserver: LocalAPIServer | None = None
         self.containerd: Containerd | None = None
@@ -483,9 +500,10 @@ class LocalCluster:
             containerd_dir=str(self.state_dir / "containerd"),
             kubelet_dir=str(self.state_dir / "kubelet"),
             cgroup_root=self.cgroup_root,
+            in_cluster=self.in_cluster,
         )
         binaries = self.binaries or ensure_binaries()
-        problems = missing_prerequisites(binaries)
+        problems = missing_prerequisites(binaries, in_cluster=self.in_cluster)
         if problems:
             raise PrerequisiteMissing("local cluster needs: " + "; ".join(problems))
         assert binaries.kubelet is not None
@@ -505,7 +523,10 @@ class LocalCluster:
         t = time.monotonic()
         pki = make_kubelet_client_pki(self.state_dir / "pki")
         self._say("starting etcd + kube-apiserver")
-        self.apiserver = LocalAPIServer(binaries, extra_apiserver_args=apiserver_args(pki))
+        network = {"bind_address": "0.0.0.0", "serving_ips": [node_ip()]} if self.in_cluster else {}
+        self.apiserver = LocalAPIServer(
+            binaries, extra_apiserver_args=apiserver_args(pki), **network
+        )
         # Their temporary dirs, for a sweep after a crash (etcd's is not public).
         dirs = [self.apiserver.workdir, getattr(self.apiserver, "etcd_dir", None)]
         self._save_record(apiserver_dirs=[str(d) for d in dirs if d is not None])
@@ -517,11 +538,20 @@ class LocalCluster:
         self._say(
             f"kube-apiserver ready at {self.apiserver.url} ({self.timings['apiserver']:.1f}s)"
         )
+        if self.in_cluster:
+            t = time.monotonic()
+            self.controlplane = ControlPlane(binaries, self.apiserver)
+            self.controlplane.start()
+            self._step("scheduler + controller-manager", t)
+            self._say("kube-scheduler and kube-controller-manager healthy "
+                      f"({self.timings['scheduler + controller-manager']:.1f}s)")  # fmt: skip
 
         t = time.monotonic()
         self._say("starting containerd")
         self.containerd = Containerd(
-            sandbox_image=image.name, workdir=self.state_dir / "containerd"
+            sandbox_image=image.name,
+            workdir=self.state_dir / "containerd",
+            cni_bin_dir=CNI_PLUGINS if self.in_cluster else None,
         )
         self._write_cni_config(self.containerd.workdir)
         self.containerd.start()
@@ -567,20 +597,30 @@ class LocalCluster:
 
     def _write_cni_config(self, containerd_dir: Path) -> None:
         # containerd reports NetworkReady (and so the kubelet the Node Ready) only with a
-        # CNI network configured. Pods here use the host network, which never calls CNI;
-        # a pod that does not fails with "failed to find plugin" (no plugin binaries).
+        # CNI network configured. Without in_cluster, pods use the host network, which
+        # never calls CNI, and a pod that does not fails with "failed to find plugin" (no
+        # plugin binaries). With it, Debian's bridge and host-local plugins give pods a
+        # network on a bridge whose host side routes to the node's IP; IPAM state stays
+        # in our state dir.
         conf_dir = containerd_dir / "cni" / "conf"
         conf_dir.mkdir(parents=True, exist_ok=True)
         (conf_dir / "10-podtrace-hostnetwork-only.conflist").write_text(
             json.dumps(
                 {
                     "cniVersion": "1.0.0",
-                    "name": "podtrace-hostnetwork-only",
+                    "name": "podtrace-pods" if self.in_cluster else "podtrace-hostnetwork-only",
                     "plugins": [
                         {
                             "type": "bridge",
-                            "bridge": "podtrace0",
-                            "ipam": {"type": "host-local", "subnet": "10.244.0.0/24"},
+                            "bridge": POD_BRIDGE,
+                            "isGateway": True,
+                            "ipMasq": False,  # no traffic leaves the node; no iptables rules
+                            "ipam": {
+                                "type": "host-local",
+                                "subnet": POD_SUBNET,
+                                "routes": [{"dst": "0.0.0.0/0"}],
+                                "dataDir": str(containerd_dir / "cni" / "ipam"),
+                            },
                         }
                     ],
                 },
@@ -659,6 +699,10 @@ class LocalCluster:
         if self._bootstrap is not None:
             self._bootstrap.stop()
             self._bootstrap = None
+        if self.controlplane is not None:
+            # First: ReplicaSets and DaemonSets would recreate the pods deleted below.
+            self.controlplane.stop()
+            self.controlplane = None
         uids: set[str] = set(self._record.get("pod_uids", []))
         if self.kubelet is not None and self.kubelet.running and self._api is not None:
             uids |= self._delete_all_pods()
@@ -822,12 +866,22 @@ def cleanup_host(record: dict[str, Any], uids: Sequence[str] = ()) -> dict[str, 
     if record.get("sysctls"):
         found["sysctls_not_restored"] = restore_sysctls(record["sysctls"])
     remove_container_log_links(state_dir)
+    if record.get("in_cluster"):
+        found["pod_bridge"] = _remove_link(POD_BRIDGE)
     if record.get("created_container_logs_dir") and CONTAINER_LOGS_DIR.is_dir():
         with contextlib.suppress(OSError):
             CONTAINER_LOGS_DIR.rmdir()  # only if empty: other writers keep it
     for d in apiserver_dirs:
         shutil.rmtree(d, ignore_errors=True)
     return found
+
+
+def _remove_link(name: str) -> bool:
+    """Delete the pod bridge the CNI plugin made; True when there was one."""
+    if not Path(f"/sys/class/net/{name}").exists():
+        return False
+    subprocess.run(["ip", "link", "delete", name], capture_output=True, check=False)
+    return True
 
 
 def _shell_quote(value: str) -> str:
@@ -914,7 +968,7 @@ def wait_for_quiet_kubepods(cgroup_root: str, timeout: float) -> list[Path]:
     return busy
 
 
-def cluster_for_tests() -> Iterator[LocalCluster]:
+def cluster_for_tests(*, in_cluster: bool = False) -> Iterator[LocalCluster]:
     """Body of a pytest fixture: skip (fail under PODTRACE_REQUIRE_ALL=1) when the host
     lacks what the cluster needs, else yield a started cluster and tear it down after.
 
@@ -935,12 +989,17 @@ def cluster_for_tests() -> Iterator[LocalCluster]:
         binaries = ensure_binaries()
     except PrerequisiteMissing as exc:
         prereq.missing(str(exc))
-    problems = missing_prerequisites(binaries)
+    problems = missing_prerequisites(binaries, in_cluster=in_cluster)
     if problems:
         prereq.missing("local cluster needs: " + "; ".join(problems))
     cgroup_root = os.environ.get("PODTRACE_CLUSTER_CGROUP_ROOT", "/")
     wait_for_quiet_kubepods(cgroup_root, timeout=180.0)
-    with LocalCluster(binaries=binaries, cgroup_root=cgroup_root) as cluster:
+    if in_cluster and (binaries.kube_scheduler is None or binaries.kube_controller_manager is None):
+        prereq.missing(
+            "kube-scheduler and kube-controller-manager did not build: run `make binaries` "
+            "and read their build logs in ~/.cache/podtrace"
+        )
+    with LocalCluster(binaries=binaries, cgroup_root=cgroup_root, in_cluster=in_cluster) as cluster:
         yield cluster
 
 
