@@ -3,7 +3,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: all test unit crds lint proto demo demo-down deps venv binaries clean
+.PHONY: all test unit crds lint proto demo demo-down deps venv binaries image clean
 
 all: test
 
@@ -17,6 +17,9 @@ $(VENV)/.stamp: pyproject.toml scripts/make-venv
 
 binaries: venv ## build (once, cached in ~/.cache/podtrace) kube-apiserver, kubectl, kubelet
 	PYTHONPATH=tests $(PY) -m harness.k8s_binaries
+
+image: deps venv ## podtrace/podtrace:<version> from the Dockerfile (a private dockerd where none runs)
+	PYTHONPATH=tests $(PY) -m harness.podtrace_image
 
 crds: venv ## regenerate crds/ from the API models
 	$(PY) -m podtrace_api.crdgen crds

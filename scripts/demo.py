@@ -25,6 +25,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
+from harness.oci_image import DEFAULT_NAME, build_busybox_image  # noqa: E402
+from harness.podtrace_image import build_image  # noqa: E402
 from harness.podtrace_procs import Podtrace, install_crds, stop_detached  # noqa: E402
 
 STATE = Path(os.environ.get("PODTRACE_CLUSTER_STATE", "/var/lib/podtrace-demo"))
@@ -144,13 +146,20 @@ def up(_: argparse.Namespace) -> int:
         say("Docker and kind found: using kind (kind-config.yaml)")
         subprocess.run(["kind", "create", "cluster", "--name", "podtrace",
                         "--config", str(REPO / "kind-config.yaml")], check=True)
-        subprocess.run(["docker", "build", "-t", "podtrace/podtrace:dev", str(REPO)], check=True)
-        subprocess.run(["kind", "load", "docker-image", "--name", "podtrace",
-                        "podtrace/podtrace:dev"], check=True)
+        say("building the podtrace image (make image) and the demo's busybox image")
+        image = build_image(lambda m: print(f"    {m}", flush=True))
+        busybox = build_busybox_image(WORK / "busybox", DEFAULT_NAME)
+        for load in (["docker-image", image.name], ["image-archive", str(busybox.tar)]):
+            subprocess.run(["kind", "load", *load, "--name", "podtrace"], check=True)
         kubeconfig = str(Path.home() / ".kube" / "config")
         kubectl = Kubectl(shutil.which("kubectl") or "kubectl", kubeconfig)
-        install_crds(kubectl.base[0], Path(kubeconfig))
+        say("installing podtrace: kubectl apply -k manifests/ (CRDs, operator, agent)")
         kubectl("apply", "-k", str(REPO / "manifests"))
+        kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                "crd/tracingpolicies.podtrace.io", "crd/containertraces.podtrace.io")
+        wait_for("podtrace-agent DaemonSet ready", lambda: kubectl.json(
+            "get", "daemonset", "podtrace-agent", "-n", "podtrace-system"
+        ).get("status", {}).get("numberReady", 0) >= 1, timeout=300)
         run_demo(kubectl, node=None)
         return 0
     print("demo: no usable Docker engine + kind here: using the local single-node cluster",

@@ -10,10 +10,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from install_support import Installed, bpf_program_ids
 
 from harness import prereq
 from harness.docker_engine import DockerError
+from harness.install_checks import Installation
 from harness.install_overlay import write_overlay
 from harness.k8s_binaries import PrerequisiteMissing
 from harness.kubelet import node_ip
@@ -46,7 +46,7 @@ def in_cluster() -> Iterator[LocalCluster]:
 @pytest.fixture(scope="module")
 def installed(
     in_cluster: LocalCluster, podtrace_image: BuiltImage, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Installed]:
+) -> Iterator[Installation]:
     cluster = in_cluster
     assert cluster.containerd is not None and cluster.apiserver is not None
     began = time.monotonic()
@@ -56,13 +56,24 @@ def installed(
         tmp_path_factory.mktemp("overlay"), node_ip(), cluster.apiserver.port,
         cluster.containerd.socket,
     )  # fmt: skip
-    state = Installed(cluster, podtrace_image, overlay, bpf_program_ids(), imported)
-    began = time.monotonic()
-    cluster.kubectl("apply", "-k", str(overlay), timeout=120)
-    state.install_seconds = time.monotonic() - began
+    installation = Installation(
+        kubectl_argv=[
+            str(cluster.apiserver.binaries.kubectl),
+            f"--kubeconfig={cluster.kubeconfig}",
+        ],
+        node_name=cluster.node_name,
+        workload_image=cluster.image,
+        kustomization=overlay,
+    )
+    installation.timings["containerd image import"] = imported
+    installation.install()
+    print(
+        f"\n[install] {podtrace_image.name} {podtrace_image.size_bytes / 2**20:.0f} MiB; "
+        + "; ".join(f"{k} {v:.1f}s" for k, v in installation.timings.items()),
+        flush=True,
+    )
     try:
-        yield state
+        yield installation
     finally:
-        if not state.uninstalled:
-            cluster.kubectl("delete", "-k", str(overlay), "--ignore-not-found", "--wait=true",
-                            check=False, timeout=180)  # fmt: skip
+        if not installation.uninstalled:
+            installation.uninstall(check=False)
