@@ -37,15 +37,20 @@ def run_python(
     collector: Collector, hierarchy: Hierarchy, helper: Path, tmp_path: Path, mask: Probe,
     code: str, **filters: tuple,
 ) -> int:
-    """Run `python3 -S -c code` in a new traced container; its cgroup id once it exited."""
+    """Run `python3 -S -c code` in a new traced container; its cgroup id once it
+    exited. The container is untraced then: the session's backend is shared, and
+    its filters would hold entries of the prefix and port tables other tests fill."""
     have("python3")
     container = hierarchy.container()
     cid = cgroup_id(container)
     collector.backend.trace(cid, hierarchy.rel(container), mask | Probe.EXIT, **filters)
-    run = run_helper(helper, container, 0, (PYTHON, "-S", "-c", code), wait_for_go=False,
-                     tmp_path=tmp_path)
-    assert run.wait() == 0
-    collector.wait_for(lambda e: isinstance(e, ExitEvent) and e.pid == run.pid)
+    try:
+        run = run_helper(helper, container, 0, (PYTHON, "-S", "-c", code), wait_for_go=False,
+                         tmp_path=tmp_path)
+        assert run.wait() == 0
+        collector.wait_for(lambda e: isinstance(e, ExitEvent) and e.pid == run.pid)
+    finally:
+        collector.backend.untrace(cid)
     return cid
 
 

@@ -80,14 +80,16 @@ def test_at_the_bound_the_source_is_traced(
     container = hierarchy.container()
     cid = cgroup_id(container)
     state = _node([_admitted(bound)], hierarchy, container, backend.limits)
-    _tick(state, backend)
+    try:
+        _tick(state, backend)
 
-    view = state.target_view(("u1", "app"))
-    assert (view.state, view.not_applied) == (TargetState.TRACING, {}), view.message
-    run = run_helper(helper, container, CALLS, wait_for_go=False, tmp_path=tmp_path)
-    assert run.wait() == 0
-    assert _counted(backend, cid, CALLS) >= CALLS
-    backend.untrace(cid)
+        view = state.target_view(("u1", "app"))
+        assert (view.state, view.not_applied) == (TargetState.TRACING, {}), view.message
+        run = run_helper(helper, container, CALLS, wait_for_go=False, tmp_path=tmp_path)
+        assert run.wait() == 0
+        assert _counted(backend, cid, CALLS) >= CALLS
+    finally:  # the backend is the session's: leave its tables as they were
+        backend.untrace(cid)
 
 
 def test_an_open_under_a_prefix_of_64_bytes_is_reported(
@@ -100,14 +102,16 @@ def test_an_open_under_a_prefix_of_64_bytes_is_reported(
     container = hierarchy.container()
     cid = cgroup_id(container)
     state = _node([source], hierarchy, container, bcc_collector.backend.limits)
-    _tick(state, bcc_collector.backend)
-    code = f"try: open({prefix + 'x'!r})\nexcept OSError: pass"
-    run = run_helper(helper, container, 0, (python, "-S", "-c", code), wait_for_go=False,
-                     tmp_path=tmp_path)
-    assert run.wait() == 0
-    event = bcc_collector.wait_for(lambda e: isinstance(e, OpenEvent) and e.cgroup_id == cid)
-    assert event.path == prefix + "x" and len(prefix.encode()) == 64
-    bcc_collector.backend.untrace(cid)
+    try:
+        _tick(state, bcc_collector.backend)
+        code = f"try: open({prefix + 'x'!r})\nexcept OSError: pass"
+        run = run_helper(helper, container, 0, (python, "-S", "-c", code), wait_for_go=False,
+                         tmp_path=tmp_path)
+        assert run.wait() == 0
+        event = bcc_collector.wait_for(lambda e: isinstance(e, OpenEvent) and e.cgroup_id == cid)
+        assert event.path == prefix + "x" and len(prefix.encode()) == 64
+    finally:
+        bcc_collector.backend.untrace(cid)
 
 
 @pytest.mark.parametrize("planned", [True, False], ids=["planned", "refused-by-the-backend"])
