@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from podtrace_api.base import parse_duration
 
 if TYPE_CHECKING:
-    from .standalone import EnricherLike
+    from .core import EnricherLike
 
 BACKENDS = ("auto", "bcc", "ftrace")
 
@@ -119,6 +119,7 @@ def _run(args: argparse.Namespace) -> int:
         json_events=not args.no_json_events,
         max_traced=args.max_traced,
         ringbuf_pages=args.ringbuf_pages,
+        stall_timeout=args.stall_timeout,
     ))
 
 
@@ -149,7 +150,10 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--node-name", required=True, help="this node's name ($NODE_NAME)")
     run.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster config)")
     run.add_argument("--metrics-port", type=int, default=9465,
-                     help="serve Prometheus /metrics on this port (0: off)")
+                     help="serve Prometheus /metrics and /healthz on this port (0: off)")
+    run.add_argument("--stall-timeout", type=_seconds, default=30.0, metavar="DURATION",
+                     help="/healthz fails when the agent's loop has not turned for this long "
+                          "(default 30s; the DaemonSet's livenessProbe)")
     run.add_argument("--status-interval", type=_seconds, default=5.0,
                      help="at most one NodeTracer status write per interval (default 5s)")
     run.add_argument("--no-json-events", action="store_true",

@@ -1,12 +1,14 @@
-"""The standalone session: scanned and newly created container cgroups become
-traced containers, backend events become JSON lines, and summaries add up.
-(The loop runs here over a scripted backend; tests/kernel/test_standalone.py
-runs the real command against both real backends.)"""
+"""The standalone command over the core: scanned and newly created container
+cgroups become traced containers, backend events become JSON lines, summaries
+add a container's cgroups up, and a container that goes is summarised and
+forgotten. (The core's loop runs here over a scripted backend;
+tests/kernel/test_standalone.py runs the real command against both real backends.)"""
 
 from __future__ import annotations
 
 import io
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,8 @@ from podtrace_agent.backend import (
     MapStat,
     OpenEvent,
 )
+from podtrace_agent.core import Core, Enrichment, PathOnly, Stop, start_backend, wall_time
+from podtrace_agent.core.enrichment import ask
 from podtrace_agent.discovery.report import (
     BackendReport,
     BccCheck,
@@ -35,16 +39,7 @@ from podtrace_agent.discovery.report import (
 from podtrace_agent.identity import parse
 from podtrace_agent.main import main, parser
 from podtrace_agent.scan import ContainerCgroup
-from podtrace_agent.standalone import (
-    PROBES,
-    Session,
-    Stop,
-    identity_fields,
-    run,
-    standalone,
-    start_backend,
-    wall_time,
-)
+from podtrace_agent.standalone import PROBES, Lines, identity_fields, standalone
 from podtrace_api.nodetracer import BackendName, IdentitySource
 from podtrace_api.syscalls import number_of
 
@@ -66,144 +61,12 @@ def exec_event(cgroup_id: int, filename: str = "/bin/true", pid: int = 7) -> Exe
     return ExecEvent(cgroup_id, pid, 1, 0, filename.rsplit("/", 1)[-1], filename, 5_000_000_000)
 
 
-# --- Session ------------------------------------------------------------------------------
-
-
-def test_add_takes_each_cgroup_once_and_skips_the_agent() -> None:
-    session = Session(skip_container=B)
-    assert session.add(container(10, f"{POD}/{A}"))
-    assert not session.add(container(10, f"{POD}/{A}"))
-    assert not session.add(container(11, f"{POD}/{B}"))
-    assert not session.add(ContainerCgroup(12, POD, parse(POD)))  # type: ignore[arg-type]
-    assert list(session.containers) == [A]
-
-
-def test_on_cgroup() -> None:
-    session = Session()
-    mkdir = CgroupEvent("mkdir", 20, 4, f"/{POD}/{A}", 0)
-    found = session.on_cgroup(mkdir)
-    assert found == container(20, f"{POD}/{A}")
-    assert session.on_cgroup(mkdir) is None  # known already
-    assert session.on_cgroup(CgroupEvent("mkdir", 21, 3, POD, 0)) is None  # the pod
-    assert session.on_cgroup(CgroupEvent("mkdir", 22, 4, f"{POD}/crio-conmon-{B}", 0)) is None
-    assert session.on_cgroup(CgroupEvent("rmdir", 20, 4, f"{POD}/{A}", 0)) is None
-
-
-def test_exec_and_exit_lines() -> None:
-    session = Session(clock_offset_ns=1_700_000_000_000_000_000)
-    session.add(container(10, f"{POD}/{A}"))
-    line = session.on_event(exec_event(10))
-    assert line == {
-        "type": "exec", "container_id": A, "pod_uid": UID, "cgroup_id": 10, "pid": 7,
-        "ppid": 1, "uid": 0, "comm": "true", "filename": "/bin/true",
-        "time": "2023-11-14T22:13:25.000000Z", "identity": "cgroup-path",
-    }
-    exit_line = session.on_event(ExitEvent(10, 7, 1, None, "true", 256, 5_000_000_000))
-    assert exit_line is not None
-    assert (exit_line["type"], exit_line["exit_code"], exit_line["uid"]) == ("exit", 256, None)
-    assert "filename" not in exit_line
-
-
-def test_events_of_unknown_cgroups_are_counted_not_printed() -> None:
-    session = Session()
-    assert session.on_event(exec_event(99)) is None
-    assert session.on_event(OpenEvent(99, 1, "cat", "/etc/passwd", 0, 0)) is None
-    assert session.unattributed == 1
-
-
-def test_summaries_add_a_containers_cgroups_up() -> None:
-    session = Session()
-    session.add(container(10, f"{POD}/crio-{A}.scope"))
-    session.add(container(11, f"{POD}/crio-{A}.scope/container"))
-    session.add(container(12, f"{POD}/{B}"))
-    for event in (exec_event(11, "/bin/sh"), exec_event(11, "/bin/true"),
-                  exec_event(11, "/bin/true"), exec_event(10, "/bin/a")):
-        session.on_event(event)
-    counts = {10: {READ: 2}, 11: {READ: 3, GETPPID: 1000, -1: 4}, 99: {READ: 1}}
-    first, second = session.summaries(counts)
-    assert first == {
-        "type": "summary", "container_id": A, "pod_uid": UID, "cgroup_id": 10,
-        "syscalls": {"getppid": 1000, "other": 4, "read": 5}, "syscalls_total": 1009,
-        "execs": [{"filename": "/bin/true", "count": 2}, {"filename": "/bin/a", "count": 1},
-                  {"filename": "/bin/sh", "count": 1}],
-        "identity": "cgroup-path",
-    }
-    assert (second["container_id"], second["syscalls"], second["execs"]) == (B, {}, [])
-
-
-def test_wall_time() -> None:
-    assert wall_time(0, 0) == "1970-01-01T00:00:00.000000Z"
-    assert wall_time(1_500, 1_000_000_000) == "1970-01-01T00:00:01.000001Z"
-
-
-# --- the enrichment seam ----------------------------------------------------------------
-
-
-@dataclass
-class Found:
-    source: IdentitySource | None
-    reason: str = ""
-    pod_name: str = "web-0"
-    namespace: str = "shop"
-    container_name: str = "app"
-    image: str = "registry.local/web:1"
-    sandbox: bool | None = False
-
-
-class Enricher:
-    def __init__(self, answer: Found | Exception) -> None:
-        self.answer = answer
-        self.asked: list[tuple[str, str | None]] = []
-
-    def lookup(self, container_id: str, cgroup_path: str | None = None) -> Found:
-        self.asked.append((container_id, cgroup_path))
-        if isinstance(self.answer, Exception):
-            raise self.answer
-        return self.answer
-
-
-def test_identity_without_enricher() -> None:
-    assert identity_fields(A, f"{POD}/{A}", None) == {"identity": "cgroup-path"}
-
-
-def test_identity_from_cri() -> None:
-    enricher = Enricher(Found(IdentitySource.CRI))
-    assert identity_fields(A, f"{POD}/{A}", enricher) == {
-        "identity": "cri", "pod": "web-0", "namespace": "shop", "container": "app",
-        "image": "registry.local/web:1", "sandbox": False,
-    }
-    assert enricher.asked == [(A, f"{POD}/{A}")]
-
-
-@pytest.mark.parametrize(
-    ("answer", "reason"),
-    [(Found(IdentitySource.CGROUP_PATH, "runtime unreachable"), "runtime unreachable"),
-     (Found(None, "no pod"), "no pod"),
-     (TimeoutError("CRI call timed out"), "CRI call timed out")],
-)
-def test_identity_when_the_enricher_cannot_tell(answer: Found | Exception, reason: str) -> None:
-    fields = identity_fields(A, f"{POD}/{A}", Enricher(answer))
-    assert fields == {"identity": "cgroup-path", "identity_reason": reason}
-
-
-def test_lines_carry_the_enrichment() -> None:
-    session = Session(enricher=Enricher(Found(IdentitySource.CRI)))
-    session.add(container(10, f"{POD}/{A}"))
-    line = session.on_event(exec_event(10))
-    assert line is not None and (line["pod"], line["identity"]) == ("web-0", "cri")
-    (summary,) = session.summaries({})
-    assert (summary["container"], summary["namespace"]) == ("app", "shop")
-
-
-# --- the loop -----------------------------------------------------------------------------
-
-
 @dataclass
 class ScriptedBackend:
     """Plays poll() batches back, then stops the loop; records trace() calls."""
 
-    batches: list[list[Event]]
-    stop: Stop
+    batches: list[list[Event]] = field(default_factory=list)
+    stop: Stop = field(default_factory=Stop)
     counts: dict[int, dict[int, int]] = field(default_factory=dict)
     full: set[int] = field(default_factory=set)
     traced: list[tuple[int, str, int]] = field(default_factory=list)
@@ -233,23 +96,236 @@ class ScriptedBackend:
     def close(self) -> None: ...
 
 
-def test_run_traces_new_containers_and_summarises() -> None:
-    stop = Stop()
-    backend = ScriptedBackend(
-        batches=[
-            [CgroupEvent("mkdir", 30, 4, f"/{POD}/{A}", 0, traced=True), exec_event(30)],
-            [CgroupEvent("mkdir", 31, 4, f"/{POD}/{B}", 0), exec_event(31),
-             exec_event(77, "/bin/outside")],
-        ],
-        stop=stop,
-        counts={30: {GETPPID: 5}},
-        full={31},
-    )
-    session = Session()
-    lines: list[dict[str, Any]] = []
-    run(backend, session, lines.append, stop, [])  # type: ignore[arg-type]
+@dataclass
+class Setup:
+    backend: ScriptedBackend
+    lines: Lines
+    core: Core
+    out: list[dict[str, Any]]
 
-    assert backend.traced == [(30, f"{POD}/{A}", int(PROBES))]
+
+def setup(tmp_path: Path, enricher: Any = None, clock_offset_ns: int = 0,
+          skip: str | None = None) -> Setup:
+    """A core over a scripted backend, the standalone Mode printing into a list; the
+    cgroup tree (for resyncs) is an empty directory."""
+    backend = ScriptedBackend()
+    out: list[dict[str, Any]] = []
+    lines = Lines(backend, out.append, clock_offset_ns=clock_offset_ns)  # type: ignore[arg-type]
+    root = KubepodsRoot(tmp_path, "kubepods", 44, 1)
+    core = Core(backend, root, lines, enrichment=Enrichment(enricher),  # type: ignore[arg-type]
+                skip_container=skip)
+    return Setup(backend, lines, core, out)
+
+
+# --- the standalone Mode over the core -------------------------------------------------
+
+
+def test_each_cgroup_is_traced_once_and_the_agent_never(tmp_path: Path) -> None:
+    s = setup(tmp_path, skip=B)
+    s.core.adopt([container(10, f"{POD}/{A}"), container(10, f"{POD}/{A}"),
+                  container(11, f"{POD}/{B}")])
+    assert s.backend.traced == [(10, f"{POD}/{A}", int(PROBES))]
+    assert [c.container_id for c in s.core.containers] == [A]
+    assert [(line["type"], line["found"]) for line in s.out] == [("traced", "scan")]
+
+
+def test_mkdir_of_container_cgroups_only(tmp_path: Path) -> None:
+    s = setup(tmp_path)
+    mkdir = CgroupEvent("mkdir", 20, 4, f"/{POD}/{A}", 0)
+    s.backend.batches = [[mkdir, mkdir, CgroupEvent("mkdir", 21, 3, POD, 0),
+                          CgroupEvent("mkdir", 22, 4, f"{POD}/crio-conmon-{B}", 0)]]
+    s.core.step(0)
+    assert s.backend.traced == [(20, f"{POD}/{A}", int(PROBES))]  # known already: once
+    assert [line["found"] for line in s.out] == ["mkdir"]
+
+
+def test_exec_and_exit_lines(tmp_path: Path) -> None:
+    s = setup(tmp_path, clock_offset_ns=1_700_000_000_000_000_000)
+    s.core.adopt([container(10, f"{POD}/{A}")])
+    s.backend.batches = [[exec_event(10), ExitEvent(10, 7, 1, None, "true", 256, 5_000_000_000)]]
+    s.core.step(0)
+    _traced, line, exit_line = s.out
+    assert line == {
+        "type": "exec", "container_id": A, "pod_uid": UID, "cgroup_id": 10, "pid": 7,
+        "ppid": 1, "uid": 0, "comm": "true", "filename": "/bin/true",
+        "time": "2023-11-14T22:13:25.000000Z", "identity": "cgroup-path",
+    }
+    assert (exit_line["type"], exit_line["exit_code"], exit_line["uid"]) == ("exit", 256, None)
+    assert "filename" not in exit_line
+
+
+def test_events_of_unknown_cgroups_are_counted_not_printed(tmp_path: Path) -> None:
+    s = setup(tmp_path)
+    s.backend.batches = [[exec_event(99), OpenEvent(99, 1, "cat", "/etc/passwd", 0, 0)]]
+    s.core.step(0)
+    assert s.out == []
+    assert s.core.unattributed == 2
+
+
+def test_summaries_add_a_containers_cgroups_up(tmp_path: Path) -> None:
+    s = setup(tmp_path)
+    s.core.adopt([container(10, f"{POD}/crio-{A}.scope"),
+                  container(11, f"{POD}/crio-{A}.scope/container"), container(12, f"{POD}/{B}")])
+    s.backend.batches = [[exec_event(11, "/bin/sh"), exec_event(11, "/bin/true"),
+                          exec_event(11, "/bin/true"), exec_event(10, "/bin/a")]]
+    s.core.step(0)
+    s.backend.counts = {10: {READ: 2}, 11: {READ: 3, GETPPID: 1000, -1: 4}, 99: {READ: 1}}
+    s.core.read_counts()
+    s.out.clear()
+    s.lines.finish(s.core)
+    first, second, _stats = s.out
+    assert first == {
+        "type": "summary", "container_id": A, "pod_uid": UID, "cgroup_id": 10,
+        "syscalls": {"getppid": 1000, "other": 4, "read": 5}, "syscalls_total": 1009,
+        "execs": [{"filename": "/bin/true", "count": 2}, {"filename": "/bin/a", "count": 1},
+                  {"filename": "/bin/sh", "count": 1}],
+        "identity": "cgroup-path",
+    }
+    assert (second["container_id"], second["syscalls"], second["execs"]) == (B, {}, [])
+
+
+def test_a_container_that_goes_is_summarised_then_forgotten(tmp_path: Path) -> None:
+    s = setup(tmp_path)
+    s.core.adopt([container(10, f"{POD}/crio-{A}.scope"),
+                  container(11, f"{POD}/crio-{A}.scope/container")])
+    s.backend.batches = [[exec_event(11, "/bin/sh")]]
+    s.core.step(0)
+    # the sub-cgroup goes first (rmdir needs an empty cgroup); its counts are carried
+    s.backend.counts = {10: {READ: 2}, 11: {READ: 3}}
+    s.backend.batches = [[CgroupEvent("rmdir", 11, 5, f"{POD}/crio-{A}.scope/container", 0)]]
+    s.core.step(0)
+    assert [line["type"] for line in s.out] == ["traced", "traced", "exec"]
+    s.backend.counts = {10: {READ: 4}}
+    s.backend.batches = [[CgroupEvent("rmdir", 10, 4, f"{POD}/crio-{A}.scope", 0)]]
+    s.core.step(0)
+    summary = s.out[-1]
+    assert (summary["type"], summary["cgroup_id"], summary["syscalls"]) == (
+        "summary", 10, {"read": 7})
+    assert summary["execs"] == [{"filename": "/bin/sh", "count": 1}]
+    assert len(s.core.containers) == 0 and s.core.containers.cgroup_count == 0
+    assert s.lines.held == 0 and not s.lines._execs
+    s.out.clear()
+    s.lines.finish(s.core)
+    assert [line["type"] for line in s.out] == ["stats"]
+
+
+def test_wall_time() -> None:
+    assert wall_time(0, 0) == "1970-01-01T00:00:00.000000Z"
+    assert wall_time(1_500, 1_000_000_000) == "1970-01-01T00:00:01.000001Z"
+
+
+# --- the enrichment seam ----------------------------------------------------------------
+
+
+@dataclass
+class Found:
+    source: IdentitySource | None
+    reason: str = ""
+    pod_name: str = "web-0"
+    namespace: str = "shop"
+    container_name: str = "app"
+    image: str = "registry.local/web:1"
+    sandbox: bool | None = False
+
+
+class Enricher:
+    """Answers at once, without a runtime to ask (so the core asks it on the loop)."""
+
+    asks_runtime = False
+
+    def __init__(self, answer: Found | Exception) -> None:
+        self.answer = answer
+        self.asked: list[tuple[str, str | None]] = []
+
+    def lookup(self, container_id: str, cgroup_path: str | None = None) -> Found:
+        self.asked.append((container_id, cgroup_path))
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return self.answer
+
+
+def test_identity_without_enricher() -> None:
+    assert identity_fields(PathOnly()) == {"identity": "cgroup-path"}
+    assert Enrichment(None).request(A, f"{POD}/{A}") == PathOnly()
+
+
+def test_identity_from_cri() -> None:
+    enricher = Enricher(Found(IdentitySource.CRI))
+    assert identity_fields(ask(enricher, A, f"{POD}/{A}")) == {
+        "identity": "cri", "pod": "web-0", "namespace": "shop", "container": "app",
+        "image": "registry.local/web:1", "sandbox": False,
+    }
+    assert enricher.asked == [(A, f"{POD}/{A}")]
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [(Found(IdentitySource.CGROUP_PATH, "runtime unreachable"), "runtime unreachable"),
+     (Found(None, "no pod"), "no pod"),
+     (TimeoutError("CRI call timed out"), "CRI call timed out")],
+)
+def test_identity_when_the_enricher_cannot_tell(answer: Found | Exception, reason: str) -> None:
+    fields = identity_fields(ask(Enricher(answer), A, f"{POD}/{A}"))
+    assert fields == {"identity": "cgroup-path", "identity_reason": reason}
+
+
+def test_lines_carry_the_enrichment(tmp_path: Path) -> None:
+    s = setup(tmp_path, enricher=Enricher(Found(IdentitySource.CRI)))
+    s.core.adopt([container(10, f"{POD}/{A}")])
+    s.backend.batches = [[exec_event(10)]]
+    s.core.step(0)
+    s.lines.finish(s.core)
+    traced, line, summary, _stats = s.out
+    assert (traced["pod"], line["pod"], line["identity"]) == ("web-0", "web-0", "cri")
+    assert (summary["container"], summary["namespace"]) == ("app", "shop")
+
+
+class SlowEnricher(Enricher):
+    """Asks a runtime: the core's worker does, and lines wait for its answer."""
+
+    asks_runtime = True
+
+    def __init__(self, answer: Found) -> None:
+        super().__init__(answer)
+        self.release = threading.Event()
+
+    def lookup(self, container_id: str, cgroup_path: str | None = None) -> Found:
+        self.release.wait(10)
+        return super().lookup(container_id, cgroup_path)
+
+
+def test_lines_wait_for_the_identity_off_the_loop(tmp_path: Path) -> None:
+    enricher = SlowEnricher(Found(IdentitySource.CRI))
+    s = setup(tmp_path, enricher=enricher)
+    s.core.adopt([container(10, f"{POD}/{A}")])
+    s.backend.batches = [[exec_event(10)]]
+    s.core.step(0)  # the loop does not wait for the lookup
+    assert s.out == [] and s.lines.held == 2
+    enricher.release.set()
+    assert s.core.enrichment.wait(10)
+    s.core.step(0)
+    assert [(line["type"], line["pod"]) for line in s.out] == [("traced", "web-0"),
+                                                                ("exec", "web-0")]
+    s.core.enrichment.close()
+
+
+# --- the loop -----------------------------------------------------------------------------
+
+
+def test_run_traces_new_containers_and_summarises(tmp_path: Path) -> None:
+    s = setup(tmp_path)
+    s.backend.batches = [
+        [CgroupEvent("mkdir", 30, 4, f"/{POD}/{A}", 0, traced=True), exec_event(30)],
+        [CgroupEvent("mkdir", 31, 4, f"/{POD}/{B}", 0), exec_event(31),
+         exec_event(77, "/bin/outside")],
+    ]
+    s.backend.counts = {30: {GETPPID: 5}}
+    s.backend.full = {31}
+    s.core.run(s.backend.stop)
+    s.lines.finish(s.core)
+    lines = s.out
+
+    assert s.backend.traced == [(30, f"{POD}/{A}", int(PROBES))]
     assert [line["type"] for line in lines] == ["traced", "exec", "exec", "summary", "summary",
                                                 "stats"]
     assert lines[0]["found"] == "mkdir"

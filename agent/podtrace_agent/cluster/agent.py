@@ -1,9 +1,14 @@
-"""`podtrace-agent run`: the node agent in a cluster.
+"""`podtrace-agent run`: the node agent in a cluster, a thin shell over `core`.
 
 A straight line: discover the node → find the runtime → start the backend →
-watch this node's NodeTracer and Pods → loop: poll the backend, attribute
-events to targets, program the backend as the spec and the pods change, raise
-Events for rule matches, report status and metrics. One cleanup path.
+watch this node's NodeTracer and Pods → the core's loop, with `Agent` as its
+`Mode`: attribute events to targets, program the backend as the spec and the
+pods change, raise Events for rule matches, report status and metrics. One
+cleanup path.
+
+A container's sub-cgroups follow it: they are traced with what its own cgroup
+is traced with (or untraced with it), and their events and counts are the
+container's.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import queue
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
@@ -22,28 +27,40 @@ from typing import Any
 from podtrace_api.base import Condition
 from podtrace_api.nodetracer import NodeTracerSpec
 
-from ..backend import Backend, CgroupEvent, ExecEvent, ExitEvent, OpenEvent
+from ..backend import Backend, Event, ExecEvent, ExitEvent, OpenEvent
+from ..core import (
+    Container,
+    Containers,
+    Core,
+    Enrichment,
+    Found,
+    Heartbeat,
+    Output,
+    Removed,
+    Stop,
+    make_backend,
+    start_backend,
+    wall_time,
+)
 from ..cri.endpoints import RuntimeReport
 from ..cri.enrich import Enricher
 from ..cri.runtime import discover_runtime
 from ..discovery import DiscoveryReport, discover
 from ..discovery.choice import Requested
-from ..discovery.tree import FsTree
-from ..scan import ContainerCgroup, container_cgroup, scan
-from ..standalone import Output, make_backend, start_backend, wall_time
+from ..scan import ContainerCgroup
 from .apply import apply_request, remove
 from .eventlimit import Action, EventLimiter
 from .kube import Kube, load_config
 from .metrics import AgentMetrics
-from .plan import CgroupRef, pod_view
+from .plan import CgroupRef, TraceRequest, pod_view
 from .rules import Match
+from .serving import serve
 from .state import KnownCgroup, NodeState, Observation
 from .status import Health, node_status
 from .writer import StatusWriter
 
 log = logging.getLogger(__name__)
-POLL_S = 0.25
-COUNTS_EVERY_S = 1.0
+COUNTS_EVERY_S = 1.0  # counts read, plan checked, events and status offered
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,7 @@ class AgentOptions:
     json_events: bool = True
     max_traced: int = 512  # traced map entries = counter rows
     ringbuf_pages: int = 256  # bcc ring buffer, a power of two
+    stall_timeout: float = 30.0  # /healthz fails when the loop has not turned for this long
 
 
 def _agent_version() -> str:
@@ -73,20 +91,19 @@ def _agent_version() -> str:
 
 @dataclass
 class Agent:
-    """The loop's state and its edges; `run()` is the loop."""
+    """The cluster Mode of the core: the node's state and its edges to the API."""
 
     options: AgentOptions
     report: DiscoveryReport
     backend: Backend
-    enricher: Enricher
     kube: Kube
     metrics: AgentMetrics
     runtime_report: RuntimeReport
     emit: Output
+    containers: Containers = field(default_factory=Containers)  # the core's
     state: NodeState = field(default_factory=NodeState)
     inbox: queue.Queue[tuple[str, str, dict[str, Any]]] = field(default_factory=queue.Queue)
     conditions: list[Condition] = field(default_factory=list)
-    stopping: bool = False
     _dirty: bool = True
     _offset_ns: int = field(default_factory=lambda: time.time_ns() - time.monotonic_ns())
 
@@ -94,9 +111,15 @@ class Agent:
         self.limiter = EventLimiter(interval=self.options.event_interval)
         self.writer = StatusWriter(self._send_status, interval=self.options.status_interval)
         self._first_seen: dict[tuple[str, str, str], datetime] = {}
+        # What the backend holds for each container's own cgroup (None: untraced), so
+        # its sub-cgroups can follow; absent: not decided yet.
+        self._holds: dict[int, TraceRequest | None] = {}
+        self._last_second = float("-inf")
 
     # -- inputs --------------------------------------------------------------------
-    def _queue(self, what: str) -> Any:
+    def inbox_handlers(self, what: str) -> Any:
+        """The watch callbacks that queue `what`'s events for the loop."""
+
         def on_event(kind: str, obj: dict[str, Any]) -> None:
             self.inbox.put((what, kind, obj))
 
@@ -125,31 +148,113 @@ class Agent:
                     self.state.set_spec(NodeTracerSpec(), 0)
                 for item in items if kind != "DELETED" else []:
                     self._take_node_tracer(item)
-            elif kind == "SYNC":
+            elif kind == "SYNC":  # a relist: pods deleted meanwhile go now
+                before = set(self.state.pods)
                 self.state.pods = {}
                 for item in obj["items"]:
                     self.state.set_pod(pod_view(item))
+                for uid in before - set(self.state.pods):
+                    self._forget_pod(uid)
             elif kind == "DELETED":
                 view = pod_view(obj)
                 self.state.delete_pod(view.uid)
-                self.limiter.forget_pod(view.uid)
+                self._forget_pod(view.uid)
             else:
                 self.state.set_pod(pod_view(obj))
 
-    def _know(self, cgroup: ContainerCgroup) -> None:
-        identity = cgroup.identity
-        if identity.container_id is None or identity.subgroup:
+    def _forget_pod(self, uid: str) -> None:
+        """Everything the event series of a pod that is gone kept."""
+        self.limiter.forget_pod(uid)
+        for key in [k for k in self._first_seen if k[0] == uid]:
+            del self._first_seen[key]
+
+    # -- the Mode: what the core saw -------------------------------------------------
+    def added(self, container: Container, cgroup: ContainerCgroup, found: Found) -> None:
+        if container.primary != cgroup.cgroup_id:
+            self._follow(container, cgroup.cgroup_id, cgroup.path)
             return
-        found = self.enricher.lookup(identity.container_id, cgroup.path)
+        identity = container.identity
         self.state.add_cgroup(KnownCgroup(
             ref=CgroupRef(cgroup.cgroup_id, cgroup.path),
-            container_id=identity.container_id,
-            pod_uid=identity.pod_uid,
-            container_name=found.container_name,
-            sandbox=bool(found.sandbox),
+            container_id=container.container_id,
+            pod_uid=container.pod_uid,
+            container_name=identity.container_name if identity is not None else "",
+            sandbox=bool(identity.sandbox) if identity is not None else False,
             first_seen=time.monotonic(),
         ))
         self._dirty = True
+
+    def enriched(self, container: Container) -> None:
+        known = self.state.cgroups.get(container.primary or 0)
+        identity = container.identity
+        if known is None or identity is None:
+            return
+        self.state.add_cgroup(replace(known, container_name=identity.container_name,
+                                      sandbox=bool(identity.sandbox)))
+        self._dirty = True
+
+    def event(self, container: Container, event: Event) -> None:
+        primary = container.primary
+        if primary is not None and event.cgroup_id != primary:
+            event = replace(event, cgroup_id=primary)  # a sub-cgroup's is its container's
+        obs = self.state.on_event(event, datetime.now(UTC))
+        if obs is not None:
+            self._observe(obs)
+
+    def counted(self, containers: list[Container]) -> None:
+        counts = {c.primary: c.syscalls() for c in containers
+                  if c.primary is not None and c.primary in self.state.cgroups}
+        for key, match in self.state.on_counts(counts):
+            self._matched(key, match)
+
+    def removed(self, removed: Removed) -> None:
+        ids = {removed.cgroup_id}
+        if removed.gone and removed.container.primary is not None:
+            ids.add(removed.container.primary)
+        for cgroup_id in ids:
+            self._holds.pop(cgroup_id, None)
+            if cgroup_id in self.state.cgroups:
+                self.state.remove_cgroup(cgroup_id)
+                self._dirty = True
+
+    def tick(self, now: float) -> None:
+        self._drain_inbox()
+        second = now - self._last_second >= COUNTS_EVERY_S
+        if self._dirty or second:  # each second too: ends the grace of unclaimed cgroups
+            self._dirty = False
+            self._apply_plan()
+        if second:
+            self._last_second = now
+            self._write_events(now)
+            self._report()
+
+    def finish(self) -> None:
+        """The last status, written at once."""
+        self.writer.interval = 0
+        self._report()
+
+    # -- sub-cgroups follow their container ------------------------------------------
+    def _follow(self, container: Container, cgroup_id: int, path: str) -> None:
+        """Give a sub-cgroup what its container's own cgroup holds (when decided)."""
+        if container.primary is None or container.primary not in self._holds:
+            return  # not decided yet: auto-traced (mkdir) or untraced (scan) until it is
+        request = self._holds[container.primary]
+        if request is None:
+            remove(self.backend, cgroup_id)
+            return
+        outcome = apply_request(self.backend, cgroup_id, replace(request, path=path),
+                                self.state.sources)
+        if outcome.rejected:
+            log.warning("sub-cgroup %s of %s: %s not applied", path,
+                        container.container_id[:13], ", ".join(sorted(outcome.rejected)))
+
+    def _hold(self, cgroup_id: int, request: TraceRequest | None) -> None:
+        self._holds[cgroup_id] = request
+        container = self.containers.of_cgroup(cgroup_id)
+        if container is None:
+            return
+        for sub, path in container.subgroups().items():
+            self._follow(container, sub, path)
 
     # -- outputs -------------------------------------------------------------------
     def _send_status(self, status: dict[str, Any]) -> None:
@@ -244,7 +349,10 @@ class Agent:
                     log.warning("%s not applied to %s: %s: %s", sid, request.path,
                                 why.reason.value, why.message)
             outcomes[cgroup_id] = outcome
+            self._hold(cgroup_id, outcome.request)
         changes.untrace = {c for c in changes.untrace if remove(self.backend, c)}
+        for cgroup_id in changes.untrace:
+            self._hold(cgroup_id, None)
         self.state.applied(changes, outcomes)
         for obs in replayed:
             self._observe(obs)
@@ -267,57 +375,13 @@ class Agent:
         self.metrics.set_not_applied(status.targets)
         self.writer.offer(status.to_wire(), time.monotonic())
 
-    # -- the loop ------------------------------------------------------------------
-    def run(self) -> None:
-        self.kube.watch_node_tracer(*self._queue("nodetracer"))
-        self.kube.watch_pods(*self._queue("pods"))
-        root = self.report.cgroup.kubepods()
-        assert root is not None
-        for cgroup in scan(FsTree(root.cgroup2), root.path):
-            self._know(cgroup)
-        last_counts = 0.0
-        while not self.stopping:
-            self._drain_inbox()
-            for event in self.backend.poll(POLL_S):
-                if isinstance(event, CgroupEvent):
-                    self._on_cgroup(event)
-                    continue
-                obs = self.state.on_event(event, datetime.now(UTC))
-                if obs is not None:
-                    self._observe(obs)
-            now = time.monotonic()
-            second = now - last_counts >= COUNTS_EVERY_S
-            if self._dirty or second:  # each second too: ends the grace of unclaimed cgroups
-                self._dirty = False
-                self._apply_plan()
-            if second:
-                last_counts = now
-                for key, match in self.state.on_counts(self.backend.syscall_counts()):
-                    self._matched(key, match)
-                self._write_events(now)
-                self._report()
-        self.state.on_counts(self.backend.syscall_counts())
-        self.writer.interval = 0
-        self._report()
-
-    def _on_cgroup(self, event: CgroupEvent) -> None:
-        if event.kind == "rmdir":
-            self.state.on_counts(self.backend.syscall_counts())
-            known = self.state.cgroups.get(event.cgroup_id)
-            if known is not None:
-                self.enricher.forget(known.container_id)
-            self.state.remove_cgroup(event.cgroup_id)
-            self._dirty = True
-            return
-        root = self.report.cgroup.kubepods()
-        cgroup = container_cgroup(root.path, event.cgroup_id, event.path) if root else None
-        if cgroup is not None:
-            self._know(cgroup)
-
-
 def run_agent(options: AgentOptions) -> int:
     """The whole command; 1 when tracing cannot start on this node."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    metrics = AgentMetrics(options.node)
+    heartbeat = Heartbeat(stall_after=options.stall_timeout)
+    if options.metrics_port:  # /healthz says "starting" through discovery and BCC's compile
+        serve(metrics.registry, heartbeat, options.metrics_port)
     report = discover(cgroupfs=options.cgroupfs, kubepods=options.kubepods,
                       backend=options.backend, allow_mount=options.allow_mount)
     root = report.cgroup.kubepods()
@@ -335,23 +399,26 @@ def run_agent(options: AgentOptions) -> int:
         return 1
     log.info("backend %s: %s", report.backend.name.value, report.backend.reason)
     enricher = Enricher.from_report(runtime)
-    metrics = AgentMetrics(options.node)
-    if options.metrics_port:
-        metrics.serve(options.metrics_port)
+    enrichment = Enrichment(enricher)
+    kube = Kube(load_config(options.kubeconfig), options.node)
     agent = Agent(
-        options=options, report=report, backend=backend, enricher=enricher,
-        kube=Kube(load_config(options.kubeconfig), options.node), metrics=metrics,
+        options=options, report=report, backend=backend, kube=kube, metrics=metrics,
         runtime_report=runtime, emit=Output(sys.stdout),
     )
-
-    def stop(*_: object) -> None:
-        agent.stopping = True
-
+    core = Core(backend, root, agent, enrichment=enrichment, counts_every=COUNTS_EVERY_S,
+                heartbeat=heartbeat)
+    agent.containers = core.containers
+    stop = Stop()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        agent.run()
+        kube.watch_node_tracer(*agent.inbox_handlers("nodetracer"))
+        kube.watch_pods(*agent.inbox_handlers("pods"))
+        core.adopt(core.scan())
+        core.run(stop)
+        agent.finish()
     finally:
-        agent.kube.stop.set()
+        kube.stop.set()
+        enrichment.close()
         backend.close()
         enricher.close()
         for signum, handler in previous.items():
