@@ -4,6 +4,10 @@ its NodeTracer status, and write Events on Pods.
 
 Watches run in daemon threads and hand plain dicts to callbacks; they restart
 with backoff when the connection drops, so an apiserver outage only delays.
+Every call has a client-side timeout (`timeout`, seconds to connect and to
+wait for a reply): a list, patch or create that hangs raises instead of
+holding the caller; a watch's read timeout is a little longer than the
+server-side `timeoutSeconds`, so a connection that died silently is noticed.
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from podtrace_api import GROUP, VERSION
 
 log = logging.getLogger(__name__)
 REPORTING_CONTROLLER = "podtrace.io/agent"
+REQUEST_TIMEOUT_S = 10.0
+WATCH_S = 300  # the server ends a watch after this long; the agent relists
+WATCH_READ_TIMEOUT_S = WATCH_S + 30.0
 
 
 def load_config(kubeconfig: str | None) -> client.ApiClient:
@@ -45,9 +52,11 @@ def event_name(pod: str, key: tuple[str, str, str]) -> str:
 class Kube:
     """Typed calls the agent makes, over one ApiClient."""
 
-    def __init__(self, api: client.ApiClient, node: str) -> None:
+    def __init__(self, api: client.ApiClient, node: str, timeout: float = REQUEST_TIMEOUT_S
+                 ) -> None:
         self.api = api
         self.node = node
+        self.timeout = timeout
         self.custom = client.CustomObjectsApi(api)
         self.core = client.CoreV1Api(api)
         self.events = client.EventsV1Api(api)
@@ -65,7 +74,7 @@ class Kube:
         backoff = 1.0
         while not self.stop.is_set():
             try:
-                listing = lister(**kwargs)
+                listing = lister(_request_timeout=self.timeout, **kwargs)
                 items = listing["items"] if isinstance(listing, dict) else [
                     self.api.sanitize_for_serialization(i) for i in listing.items
                 ]
@@ -74,8 +83,10 @@ class Kube:
                 on_sync(items)
                 backoff = 1.0
                 stream = watch.Watch()
-                for event in stream.stream(lister, resource_version=version.get(
-                        "resourceVersion"), timeout_seconds=300, **kwargs):
+                for event in stream.stream(
+                        lister, resource_version=version.get("resourceVersion"),
+                        timeout_seconds=WATCH_S,
+                        _request_timeout=(self.timeout, WATCH_READ_TIMEOUT_S), **kwargs):
                     if self.stop.is_set():
                         stream.stop()
                         return
@@ -124,7 +135,8 @@ class Kube:
     def patch_status(self, status: dict[str, Any]) -> None:
         """Merge-patch this node's NodeTracer status (the agent owns only that)."""
         self.custom.patch_cluster_custom_object_status(
-            GROUP, VERSION, "nodetracers", self.node, {"status": status}
+            GROUP, VERSION, "nodetracers", self.node, {"status": status},
+            _request_timeout=self.timeout,
         )
 
     def write_event(
@@ -163,11 +175,13 @@ class Kube:
             body["series"] = {"count": count,
                               "lastObservedTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
         try:
-            self.events.create_namespaced_event(pod["namespace"], body)
+            self.events.create_namespaced_event(pod["namespace"], body,
+                                                _request_timeout=self.timeout)
         except ApiException as err:
             if err.status != 409:
                 raise
             patch = {"note": body["note"]}
             if "series" in body:
                 patch["series"] = body["series"]
-            self.events.patch_namespaced_event(name, pod["namespace"], patch)
+            self.events.patch_namespaced_event(name, pod["namespace"], patch,
+                                               _request_timeout=self.timeout)
