@@ -13,8 +13,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+from .budget import PLAIN_TEXT_PATTERN, plain_clipped
 
 # Bounds shared by several kinds. Results are bounded in status too: an
 # unbounded list in status is an etcd object that grows until writes fail.
@@ -71,6 +73,24 @@ DNSLabel = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL_P
 SyscallName = Annotated[str, Field(min_length=1, max_length=64, pattern=SYSCALL_NAME_PATTERN)]
 AbsPath = Annotated[str, Field(min_length=1, max_length=256, pattern=ABS_PATH_PATTERN)]
 Message = Annotated[str, Field(max_length=MAX_MESSAGE)]
+
+
+def plain_text(max_length: int) -> Any:
+    """A status string written by podtrace itself (a message, a path, a filename):
+    made plain and clipped on the way in (`budget.plain_clipped`), so it is never
+    more bytes than characters and the CRD's bound is its size in etcd."""
+
+    def fit(value: Any) -> Any:
+        return plain_clipped(value, max_length) if isinstance(value, str) else value
+
+    return Annotated[
+        str,
+        Field(max_length=max_length, pattern=PLAIN_TEXT_PATTERN),
+        BeforeValidator(fit),  # after Field: pydantic drops the pattern otherwise
+    ]
+
+
+ShortText = plain_text(256)
 Counter = Annotated[int, Field(ge=0, json_schema_extra={"format": "int64"})]
 
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 from pydantic import ConfigDict, Field
 
 from .base import (
     DURATION_PATTERN,
+    SYSCALL_NAME_PATTERN,
     Conditions,
     Counter,
     DNSLabel,
@@ -19,10 +20,21 @@ from .base import (
     Message,
     Model,
     Name,
+    ShortText,
     cel,
     list_map,
+    plain_text,
 )
 from .observe import ObserveSpec
+
+# A pod's UID (a UUID), as status reports it.
+PodUID = Annotated[str, Field(max_length=36, pattern=r"^[A-Za-z0-9-]*$")]
+# An exec filename as status shows it: plain text (budget.plain), at most this long.
+EXEC_FILENAME_CHARS = 255
+# The seccomp profile JSON kept in status (512 syscalls by name take about 12 KiB).
+MAX_PROFILE_CHARS = 32768
+ContainerID = plain_text(128)
+ExecFilename = plain_text(EXEC_FILENAME_CHARS)
 
 
 class SeccompAction(StrEnum):
@@ -100,22 +112,28 @@ class TracedTarget(Model):
 
     node: Name = Field(description="The node the container runs on.")
     pod: Name = Field(description="The pod's name.")
-    pod_uid: str = Field(max_length=36, description="The pod's UID.")
+    pod_uid: PodUID = Field(description="The pod's UID.")
     container: DNSLabel = Field(description="The container's name.")
-    container_id: str = Field(
-        default="", max_length=128, description="The runtime's container ID."
+    container_id: ContainerID = Field(
+        default="", description="The runtime's container ID."
     )
-    image: str = Field(default="", max_length=512, description="The container's image.")
+    image: ShortText = Field(default="", description="The container's image.")
     cgroup_id: Counter | None = Field(default=None, description="The container's cgroup ID.")
     state: TargetState = Field(default=TargetState.PENDING, description="Tracing state.")
     since: datetime | None = Field(default=None, description="When tracing started.")
-    message: Message = Field(default="", description="Why the target is not traced, if not.")
+    message: ShortText = Field(default="", description="Why the target is not traced, if not.")
+    events_lost: Counter = Field(
+        default=0,
+        description="Events of this container its node's backend lost (ftrace: its buffer "
+        "overran). When not 0, its counts are incomplete.",
+    )
 
 
 class SyscallCount(Model):
     """How often one syscall was called."""
 
-    name: str = Field(max_length=64, description="The syscall's name.")
+    name: str = Field(max_length=40, pattern=SYSCALL_NAME_PATTERN,
+                      description="The syscall's name.")
     count: Counter = Field(description="Calls observed.")
 
 
@@ -134,7 +152,10 @@ class SyscallHistogram(Model):
 class ExecRecord(Model):
     """A program that was executed."""
 
-    filename: str = Field(max_length=4096, description="The executed file.")
+    filename: ExecFilename = Field(
+        description="The executed file; a character JSON would escape (not printable "
+        "ASCII, or one of \" \\ < > &) as %XX of its UTF-8 bytes."
+    )
     count: Counter = Field(description="How often it was executed.")
     container: DNSLabel | None = Field(
         default=None, description="The container it was executed in (first seen)."
@@ -148,7 +169,8 @@ class SeccompProfileResult(Model):
     config_map: Name | None = Field(default=None, description="ConfigMap holding the profile.")
     syscalls: Counter = Field(default=0, description="Syscalls the profile allows.")
     profile: str = Field(
-        default="", max_length=65536, description="The profile JSON (OCI seccomp format)."
+        default="", max_length=MAX_PROFILE_CHARS,
+        description="The profile JSON (OCI seccomp format).",
     )
 
 
@@ -178,6 +200,16 @@ class ContainerTraceStatus(Model):
         default_factory=list,
         max_length=64,
         description="Executed programs, most frequent first.",
+    )
+    execs_omitted: Counter = Field(
+        default=0,
+        description="Distinct programs executed but left out of execs (a node reports its "
+        "most executed programs per trace, and this list holds the first 64).",
+    )
+    events_lost: Counter = Field(
+        default=0,
+        description="Events of the traced containers their nodes lost (ftrace: a buffer "
+        "overran). When not 0, the counts are incomplete: see the Complete condition.",
     )
     seccomp_profile: SeccompProfileResult | None = Field(
         default=None, description="The generated seccomp profile, when requested."

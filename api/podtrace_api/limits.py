@@ -43,3 +43,6 @@ class NotAppliedReason(StrEnum):
     CAPACITY_EXCEEDED = "CapacityExceeded"
     # The backend failed for another reason: retried every second.
     APPLY_FAILED = "ApplyFailed"
+
+# Syscall numbers the per-container counters cover (events.h NR_SYSCALLS_MAX).
+SYSCALL_NUMBERS = 512

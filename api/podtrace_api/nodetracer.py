@@ -3,9 +3,15 @@
 `spec` is written only by the operator: the compiled targets for that node.
 `status` is written only by that node's agent: everything a user needs to see
 why tracing or enrichment does or does not work on the node, plus the results
-per target and source, which the operator merges into ContainerTrace and
-TracingPolicy status (so each agent owns its own object and never overwrites
-another node's results).
+per source, which the operator merges into ContainerTrace and TracingPolicy
+status (so each agent owns its own object and never overwrites another node's
+results).
+
+The status stays within `budget.STATUS_BUDGET_BYTES` however full the node is
+(`MAX_NODE_TARGETS` containers, `MAX_NODE_SOURCES` sources): a container's
+results are kept once by the agent and each source reports what its containers
+did since it began tracing them, summed over the node, with the most frequent
+syscalls and programs by name and counts of what was left out.
 """
 
 from __future__ import annotations
@@ -17,22 +23,52 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from .base import (
+    MAX_MESSAGE,
     REASON_PATTERN,
-    Conditions,
+    Condition,
     Counter,
     DNSLabel,
-    Message,
     Model,
     Name,
+    ShortText,
     list_map,
+    plain_text,
 )
-from .containertrace import ExecRecord, TargetState
+from .budget import (
+    MAX_NODE_SOURCES,
+    MAX_NODE_TARGETS,
+    MAX_NOT_APPLIED_ROWS,
+    TOP_EXECS,
+    TOP_SYSCALLS,
+)
+from .containertrace import ExecRecord, PodUID, SyscallCount, TargetState
 from .limits import NotAppliedReason
 from .observe import ObserveSpec, Rules
+from .syscallset import MAX_CHARS as SYSCALL_SET_CHARS
+from .syscallset import PATTERN as SYSCALL_SET_PATTERN
 from .tracingpolicy import RuleCount
+
+MAX_RUNTIME_CANDIDATES = 16
+ShortLabel = plain_text(64)
+MediumText = plain_text(128)
+PathText = plain_text(512)
+LongText = plain_text(MAX_MESSAGE)
 
 SOURCE_ID_PATTERN = r"^(TracingPolicy/[a-z0-9.-]+|ContainerTrace/[a-z0-9-]+/[a-z0-9.-]+)$"
 SourceID = Annotated[str, Field(max_length=320, pattern=SOURCE_ID_PATTERN)]
+
+
+# Why a target is not Tracing, in words (NodeTargetStatus.reason).
+TARGET_REASONS: dict[str, str] = {
+    "PodNotSeen": "the agent has not seen the pod on its node yet",
+    "NotStarted": "the container has not started yet",
+    "NoCgroup": "the container runs but its cgroup was not found under kubepods",
+    "NotRunning": "the container is not running",
+    NotAppliedReason.LIMIT_EXCEEDED: "every source of the container asks more than the "
+    "kernel side can do (status.notApplied says what)",
+    NotAppliedReason.CAPACITY_EXCEEDED: "a table of the node is full (retried)",
+    NotAppliedReason.APPLY_FAILED: "the backend refused every source (retried)",
+}
 
 
 class SourceKind(StrEnum):
@@ -60,13 +96,13 @@ class TraceSource(Model):
 class NodeTarget(Model):
     """One container on this node to trace, and which sources asked for it."""
 
-    pod_uid: str = Field(min_length=1, max_length=36, description="The pod's UID.")
+    pod_uid: PodUID = Field(min_length=1, description="The pod's UID.")
     container: DNSLabel = Field(description="The container's name.")
     namespace: DNSLabel = Field(description="The pod's namespace.")
     pod: Name = Field(description="The pod's name.")
     sources: list[SourceID] = Field(
         min_length=1,
-        max_length=64,
+        max_length=MAX_NODE_SOURCES,
         description="Ids of the sources that select this container.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
@@ -77,13 +113,13 @@ class NodeTracerSpec(Model):
 
     sources: list[TraceSource] = Field(
         default_factory=list,
-        max_length=256,
+        max_length=MAX_NODE_SOURCES,
         description="Policies and traces with at least one target on this node.",
         json_schema_extra=list_map("id"),
     )
     targets: list[NodeTarget] = Field(
         default_factory=list,
-        max_length=2048,
+        max_length=MAX_NODE_TARGETS,
         description="Containers to trace on this node, sorted by pod UID and container.",
         json_schema_extra=list_map("podUid", "container"),
     )
@@ -99,15 +135,15 @@ class BackendStatus(Model):
     """The tracing backend in use and why it was chosen."""
 
     name: BackendName = Field(description="bcc (eBPF), ftrace, or none.")
-    reason: Message = Field(default="", description="Why this backend was chosen.")
+    reason: ShortText = Field(default="", description="Why this backend was chosen.")
 
 
 class KernelStatus(Model):
     """Kernel facts that decide what can be traced."""
 
-    release: str = Field(default="", max_length=128, description="uname -r.")
+    release: MediumText = Field(default="", description="uname -r.")
     btf: bool = Field(default=False, description="Whether /sys/kernel/btf/vmlinux exists.")
-    tracefs: str = Field(default="", max_length=256, description="Where tracefs is mounted.")
+    tracefs: ShortText = Field(default="", description="Where tracefs is mounted.")
 
 
 class CgroupVersion(StrEnum):
@@ -130,22 +166,21 @@ class CgroupStatus(Model):
     driver: CgroupDriver = Field(
         default=CgroupDriver.UNKNOWN, description="systemd or cgroupfs (from the kubepods path)."
     )
-    root: str = Field(default="", max_length=256, description="The cgroup2 mount the agent uses.")
+    root: ShortText = Field(default="", description="The cgroup2 mount the agent uses.")
     host_namespace: bool = Field(
         default=False,
         description="Whether that mount shows the host's whole cgroup hierarchy. False on a "
         "node that runs in a container (kind, minikube's docker driver, k3d): then "
         "namespaceRoot says where the mount sits, and tracing works the same.",
     )
-    namespace_root: str = Field(
+    namespace_root: LongText = Field(
         default="",
-        max_length=1024,
         description="Where root sits in the host's cgroup2 hierarchy: / for the host's "
         "root, the node container's cgroup (an absolute path) for a nested node, empty "
         "when unknown.",
     )
-    kubepods_path: str = Field(
-        default="", max_length=512, description="The kubepods cgroup, relative to root."
+    kubepods_path: PathText = Field(
+        default="", description="The kubepods cgroup, relative to root."
     )
     kubepods_id: Counter | None = Field(default=None, description="The kubepods cgroup's ID.")
     kubepods_level: Counter | None = Field(
@@ -153,26 +188,26 @@ class CgroupStatus(Model):
         description="The kubepods cgroup's absolute depth in the host's hierarchy (its "
         "root is 0), as the kernel counts it, also below a namespaceRoot.",
     )
-    message: Message = Field(default="", description="What is wrong and what to change.")
+    message: LongText = Field(default="", description="What is wrong and what to change.")
 
 
 class RuntimeCandidate(Model):
     """A container runtime endpoint that was tried."""
 
-    endpoint: str = Field(max_length=512, description="The socket tried.")
-    reason: Message = Field(description="Why it was not used.")
+    endpoint: ShortText = Field(description="The socket tried.")
+    reason: PathText = Field(description="Why it was not used.")
 
 
 class RuntimeStatus(Model):
     """The container runtime used for enrichment."""
 
-    name: str = Field(default="", max_length=64, description="e.g. containerd, cri-o.")
-    version: str = Field(default="", max_length=128, description="The runtime's version.")
-    api_version: str = Field(default="", max_length=64, description="The CRI API version.")
-    endpoint: str = Field(default="", max_length=512, description="The socket in use.")
+    name: ShortLabel = Field(default="", description="e.g. containerd, cri-o.")
+    version: MediumText = Field(default="", description="The runtime's version.")
+    api_version: ShortLabel = Field(default="", description="The CRI API version.")
+    endpoint: ShortText = Field(default="", description="The socket in use.")
     candidates: list[RuntimeCandidate] = Field(
         default_factory=list,
-        max_length=32,
+        max_length=MAX_RUNTIME_CANDIDATES,
         description="Endpoints tried and rejected, with the reason.",
     )
 
@@ -180,7 +215,7 @@ class RuntimeStatus(Model):
 class MapUsage(Model):
     """Fill level of one BPF map."""
 
-    name: str = Field(max_length=64, description="The map's name.")
+    name: ShortLabel = Field(description="The map's name.")
     used: Counter = Field(description="Entries in use.")
     capacity: Counter = Field(description="Maximum entries.")
 
@@ -192,40 +227,70 @@ class IdentitySource(StrEnum):
 
 
 class SourceResult(Model):
-    """What one container did, for one source."""
+    """What the containers of this node did for one source, since the source began
+    tracing each of them (a container it traced before, left and traced again is
+    counted for the times it was traced), summed over them for as long as the
+    agent runs."""
 
-    source: SourceID = Field(description="The source these results belong to.")
-    syscalls: dict[Annotated[str, Field(max_length=64)], Counter] = Field(
-        default_factory=dict,
-        max_length=512,
-        description="Syscall counts by name.",
+    since: datetime | None = Field(
+        default=None,
+        description="When the agent began counting for this source. A new value means "
+        "the counting started over (the agent restarted).",
+    )
+    syscalls: list[SyscallCount] = Field(
+        default_factory=list,
+        max_length=TOP_SYSCALLS,
+        description=f"The {TOP_SYSCALLS} most frequent syscalls, most frequent first.",
     )
     syscalls_total: Counter = Field(default=0, description="All syscalls counted.")
+    syscalls_omitted: Counter = Field(
+        default=0, description="Distinct syscalls counted but left out of syscalls."
+    )
+    syscall_set: str = Field(
+        default="",
+        max_length=SYSCALL_SET_CHARS,
+        pattern=SYSCALL_SET_PATTERN,
+        description="Every syscall counted, listed or not: a bitmap of the node's syscall "
+        "numbers in base64 (bit n of byte n/8 is syscall n), for seccomp profiles.",
+    )
     execs: list[ExecRecord] = Field(
-        default_factory=list, max_length=64, description="Executed programs."
+        default_factory=list,
+        max_length=TOP_EXECS,
+        description=f"The {TOP_EXECS} most executed programs, most executed first.",
     )
     execs_total: Counter = Field(default=0, description="Execs observed.")
+    execs_omitted: Counter = Field(
+        default=0, description="Distinct programs executed but left out of execs."
+    )
     rule_matches: list[RuleCount] = Field(
         default_factory=list,
         max_length=32,
         description="Rule matches by rule.",
         json_schema_extra=list_map("rule"),
     )
+    events_lost: Counter = Field(
+        default=0,
+        description="Events of these containers the backend lost while this source traced "
+        "them (ftrace: its buffer overran). When not 0, the counts above are lower than "
+        "what happened and a syscall may be missing.",
+    )
 
 
 class NotApplied(Model):
     """A source the agent did not apply to a container, and why."""
 
+    pod_uid: PodUID = Field(min_length=1, description="The pod's UID.")
+    container: DNSLabel = Field(description="The container's name.")
     source: SourceID = Field(description="The source that is not applied.")
     reason: NotAppliedReason = Field(
         description="LimitExceeded (the source asks more than the kernel side can do), "
         "CapacityExceeded (a node table is full; retried) or ApplyFailed (retried)."
     )
-    message: Message = Field(default="", description="What exactly did not fit or failed.")
+    message: ShortText = Field(default="", description="What exactly did not fit or failed.")
 
 
 class SourceApplyStatus(Model):
-    """How one source of the spec is applied on this node."""
+    """One source on this node: how it is applied, and what it observed."""
 
     source: SourceID = Field(description="The source.")
     targets: Counter = Field(default=0, description="Containers of this node it selects.")
@@ -236,16 +301,20 @@ class SourceApplyStatus(Model):
     reason: NotAppliedReason | None = Field(
         default=None, description="Why, when it is not applied to some container."
     )
-    message: Message = Field(default="", description="The first container's reason in words.")
+    message: ShortText = Field(default="", description="The first container's reason in words.")
+    results: SourceResult | None = Field(
+        default=None,
+        description="What its containers did. Kept for a while after the source leaves the "
+        "spec, so that nothing counted is lost before the operator reads it.",
+    )
 
 
 class NodeTargetStatus(Model):
     """One target as the agent sees it."""
 
-    pod_uid: str = Field(min_length=1, max_length=36, description="The pod's UID.")
+    pod_uid: PodUID = Field(min_length=1, description="The pod's UID.")
     container: DNSLabel = Field(description="The container's name.")
-    container_id: str = Field(default="", max_length=128, description="The runtime's ID.")
-    image: str = Field(default="", max_length=512, description="The container's image.")
+    container_id: ShortLabel = Field(default="", description="The runtime's ID.")
     cgroup_id: Counter | None = Field(default=None, description="The container's cgroup ID.")
     identity: IdentitySource | None = Field(
         default=None, description="Where the identity came from: cri, cgroup-path or kubernetes."
@@ -254,24 +323,22 @@ class NodeTargetStatus(Model):
     since: datetime | None = Field(default=None, description="When tracing started.")
     reason: str | None = Field(
         default=None,
-        max_length=64,
+        max_length=32,
         pattern=REASON_PATTERN,
-        description="Why the target is not traced, as a CamelCase reason (e.g. "
-        "CapacityExceeded).",
+        description="Why the target is not traced, as a CamelCase reason: "
+        + "; ".join(f"{r}: {w}" for r, w in TARGET_REASONS.items()) + ".",
     )
-    message: Message = Field(default="", description="Why the target is not traced, if not.")
-    not_applied: list[NotApplied] = Field(
+    not_applied: list[NotAppliedReason] = Field(
         default_factory=list,
-        max_length=64,
-        description="Sources of this target the agent did not apply, with the reason; the "
-        "others trace it.",
-        json_schema_extra=list_map("source"),
+        max_length=len(NotAppliedReason),
+        description="Why sources of this target are not applied (the others trace it); "
+        "which ones: status.notApplied.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
     )
-    results: list[SourceResult] = Field(
-        default_factory=list,
-        max_length=64,
-        description="Results per source.",
-        json_schema_extra=list_map("source"),
+    events_lost: Counter = Field(
+        default=0,
+        description="Events of this container the backend lost (ftrace: its buffer "
+        "overran). When not 0, its counts are incomplete.",
     )
 
 
@@ -281,11 +348,16 @@ class NodeTracerStatus(Model):
     observed_generation: Counter | None = Field(
         default=None, description="The .metadata.generation the agent applied."
     )
-    conditions: Conditions
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Standard conditions describing the object's state.",
+        json_schema_extra=list_map("type"),
+    )
     last_heartbeat_time: datetime | None = Field(
         default=None, description="When the agent last reported."
     )
-    agent_version: str = Field(default="", max_length=64, description="The agent's version.")
+    agent_version: ShortLabel = Field(default="", description="The agent's version.")
     backend: BackendStatus | None = Field(default=None, description="The tracing backend.")
     kernel: KernelStatus | None = Field(default=None, description="Kernel facts.")
     cgroup: CgroupStatus | None = Field(default=None, description="cgroup discovery.")
@@ -301,8 +373,8 @@ class NodeTracerStatus(Model):
     )
     sources: list[SourceApplyStatus] = Field(
         default_factory=list,
-        max_length=256,
-        description="How each source of the spec is applied on this node.",
+        max_length=MAX_NODE_SOURCES,
+        description="How each source of the spec is applied on this node, and its results.",
         json_schema_extra=list_map("source"),
     )
     maps: list[MapUsage] = Field(
@@ -313,9 +385,19 @@ class NodeTracerStatus(Model):
     )
     targets: list[NodeTargetStatus] = Field(
         default_factory=list,
-        max_length=2048,
+        max_length=MAX_NODE_TARGETS,
         description="The targets of the spec as the agent sees them.",
         json_schema_extra=list_map("podUid", "container"),
+    )
+    not_applied: list[NotApplied] = Field(
+        default_factory=list,
+        max_length=MAX_NOT_APPLIED_ROWS,
+        description=f"Sources not applied to a container, with the reason: the first "
+        f"{MAX_NOT_APPLIED_ROWS} by pod UID and container.",
+        json_schema_extra=list_map("podUid", "container", "source"),
+    )
+    not_applied_omitted: Counter = Field(
+        default=0, description="Sources not applied to a container left out of notApplied."
     )
 
 

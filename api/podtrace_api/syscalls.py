@@ -27,17 +27,27 @@ def _seccomp() -> ModuleType:
     return seccomp
 
 
-@cache
-def name_of(number: int) -> str:
-    """The native architecture's name of syscall `number`, or `syscall_<n>` when
-    libseccomp does not know it (a newer kernel than the library).
+# A node's `kubernetes.io/arch` → libseccomp's architecture (seccomp.Arch member).
+KUBE_ARCHES = {
+    "amd64": "X86_64", "arm64": "AARCH64", "386": "X86", "arm": "ARM",
+    "ppc64le": "PPC64LE", "s390x": "S390X", "riscv64": "RISCV64",
+    "mips64le": "MIPSEL64", "mipsle": "MIPSEL",
+}
 
-    >>> name_of(0)
-    'read'
+
+@cache
+def name_of(number: int, arch: str | None = None) -> str:
+    """The name of syscall `number` on a node of `arch` (its `kubernetes.io/arch`;
+    None or unknown: this machine's), or `syscall_<n>` when libseccomp does not
+    know it (a newer kernel than the library).
+
+    >>> name_of(0), name_of(0, "arm64")
+    ('read', 'io_setup')
     """
     seccomp = _seccomp()
+    which = getattr(seccomp.Arch, KUBE_ARCHES.get(arch or "", "NATIVE"), seccomp.Arch.NATIVE)
     try:
-        return seccomp.resolve_syscall(seccomp.Arch.NATIVE, number).decode()
+        return seccomp.resolve_syscall(which, number).decode()
     except ValueError:
         return f"syscall_{number}"
 

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from podtrace_api.budget import MAX_NODE_SOURCES, MAX_NODE_TARGETS
 from podtrace_api.nodetracer import NodeTracerSpec
 
 from .inventory import PodRecord
@@ -37,9 +38,10 @@ Labels = Mapping[str, str]
 WireSpec = dict[str, Any]
 
 # NodeTracerSpec bounds (maxItems in the CRD): beyond them the apiserver rejects the spec.
-MAX_SOURCES = 256
-MAX_TARGETS = 2048
-MAX_SOURCES_PER_TARGET = 64
+# They are the scale a NodeTracer's status is sized for (podtrace_api.budget).
+MAX_SOURCES = MAX_NODE_SOURCES
+MAX_TARGETS = MAX_NODE_TARGETS
+MAX_SOURCES_PER_TARGET = MAX_NODE_SOURCES
 
 
 def pod_matches(source: Source, pod: PodRecord, ns_labels: Labels, node_labels: Labels) -> bool:
@@ -217,6 +219,7 @@ class ClusterIndex:
     def upsert_pod(self, pod: PodRecord) -> None:
         old = self.pods.get(pod.uid)
         if old == pod:
+            self.pods[pod.uid] = pod  # nothing to recompile; keep what is shown (images)
             return
         before = self._footprint(pod.uid)
         if old is not None:

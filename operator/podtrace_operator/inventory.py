@@ -25,6 +25,9 @@ class PodRecord:
     # spec.initContainers then spec.containers, in spec order.
     containers: tuple[str, ...] = ()
     terminated: bool = False
+    # Container name → image, as the pod's status reports it (else its spec): shown in
+    # ContainerTrace status next to each traced container.
+    images: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def tracked(self) -> bool:
@@ -44,11 +47,17 @@ def pod_record(body: Mapping[str, Any]) -> PodRecord:
     spec = body.get("spec") or {}
     status = body.get("status") or {}
     names: list[str] = []
+    images: dict[str, str] = {}
     for key in ("initContainers", "containers"):
         for container in spec.get(key) or ():
             name = container.get("name")
             if name and name not in names:
                 names.append(name)
+                images[name] = str(container.get("image") or "")
+    for key in ("initContainerStatuses", "containerStatuses"):
+        for entry in status.get(key) or ():
+            if entry.get("name") in images and entry.get("image"):
+                images[entry["name"]] = str(entry["image"])
     return PodRecord(
         uid=str(meta.get("uid", "")),
         name=str(meta.get("name", "")),
@@ -57,6 +66,7 @@ def pod_record(body: Mapping[str, Any]) -> PodRecord:
         labels=dict(meta.get("labels") or {}),
         containers=tuple(names),
         terminated=status.get("phase") in TERMINATED_PHASES,
+        images=images,
     )
 
 

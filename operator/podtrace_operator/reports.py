@@ -1,8 +1,8 @@
 """NodeTracer objects as the operator reads them: which source generations the
-stored spec carries, whether the node's agent applied that spec, and the
-per-target results the agent reported. Agents write only their own NodeTracer
-status; everything the operator shows in TracingPolicy and ContainerTrace
-status is merged from these reports."""
+stored spec carries, whether the node's agent applied that spec, each target's
+state and each source's results as the agent reported them. Agents write only
+their own NodeTracer status; everything the operator shows in TracingPolicy and
+ContainerTrace status is merged from these reports."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from podtrace_api.conditions import is_true
 from podtrace_api.nodetracer import (
     NodeTargetStatus,
     NodeTracerStatus,
+    NotApplied,
     SourceApplyStatus,
     SourceResult,
 )
@@ -34,6 +35,8 @@ class NodeReport:
     applied: bool = False  # agent observed this generation and is Ready
     targets: tuple[NodeTargetStatus, ...] = ()
     sources: Mapping[str, SourceApplyStatus] = field(default_factory=dict)  # how each is applied
+    # (pod UID, container, source) → why that source is not applied to that container
+    not_applied: Mapping[tuple[str, str, str], NotApplied] = field(default_factory=dict)
 
     def ready_for(self, source_id: str, generation: int) -> bool:
         """Whether the agent runs `source_id` at `generation` (or later)."""
@@ -44,11 +47,20 @@ class NodeReport:
         row = self.sources.get(source_id)
         return row if row is not None and row.not_applied else None
 
-    def results_for(self, source_id: str) -> Iterator[tuple[NodeTargetStatus, SourceResult]]:
-        for target in self.targets:
-            for result in target.results:
-                if result.source == source_id:
-                    yield target, result
+    def results_for(self, source_id: str) -> SourceResult | None:
+        """What the source's containers on this node did, as its agent counted it."""
+        row = self.sources.get(source_id)
+        return row.results if row is not None else None
+
+    def with_results(self) -> Iterator[tuple[str, SourceResult]]:
+        """Every source this node reports results for."""
+        for sid, row in self.sources.items():
+            if row.results is not None:
+                yield sid, row.results
+
+    def target(self, pod_uid: str, container: str) -> NodeTargetStatus | None:
+        return next((t for t in self.targets
+                     if t.pod_uid == pod_uid and t.container == container), None)
 
 
 def node_report(body: Mapping[str, Any]) -> NodeReport:
@@ -73,5 +85,6 @@ def node_report(body: Mapping[str, Any]) -> NodeReport:
         applied=applied,
         targets=tuple(status.targets),
         sources={row.source: row for row in status.sources},
+        not_applied={(n.pod_uid, n.container, n.source): n for n in status.not_applied},
     )
 

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 import aiohttp
@@ -30,6 +31,7 @@ from podtrace_api import API_VERSION
 from podtrace_api.containertrace import ContainerTraceSpec, ContainerTraceStatus
 from podtrace_api.nodeconfig import source_id
 from podtrace_api.nodetracer import SourceKind
+from podtrace_api.syscalls import name_of as name_of_syscall
 from podtrace_api.tracingpolicy import TracingPolicyStatus
 
 from .compiler import ClusterIndex, WireSpec
@@ -331,13 +333,12 @@ class Runtime:
         old = self.reports.pop(name, None)
         if report is not None:
             self.reports[name] = report
-        self.ledger.observe(name, old, report)
+        arch = self.index.nodes.get(name, {}).get(ARCH_LABEL, DEFAULT_ARCH)
+        self.ledger.observe(name, report, partial(name_of_syscall, arch=arch))
         for r in (old, report):
             if r is not None:
                 self.dirty.sources.update(r.spec_sources)
-                self.dirty.sources.update(
-                    result.source for target in r.targets for result in target.results
-                )
+                self.dirty.sources.update(r.sources)
 
     # -- re-listing after a pause ---------------------------------------------------------------
 
@@ -574,6 +575,7 @@ class Runtime:
             now=self.clock(),
             pending_timeout=self.settings.pending_timeout,
             top_n=self.settings.top_syscalls,
+            image_of=self._image_of,
         )
         if outcome.deadline is not None:
             self.deadlines[sid] = outcome.deadline
@@ -599,6 +601,10 @@ class Runtime:
                 await self._emit(state.ref, event)
         if self.traces.get(sid) is state:
             self._place_trace(state)
+
+    def _image_of(self, pod_uid: str, container: str) -> str:
+        pod = self.index.pods.get(pod_uid)
+        return pod.images.get(container, "") if pod is not None else ""
 
     async def _write_profile(self, state: TraceState, new: ContainerTraceStatus) -> None:
         assert self.kube is not None

@@ -1,53 +1,64 @@
-"""What a policy or trace has counted so far, kept when the counted containers go.
+"""What a policy or trace has counted so far, kept when the counting nodes stop
+reporting it.
 
-An agent reports cumulative results per target (pod UID + container) and
-source, but only for targets in its NodeTracer spec: once a pod finishes or is
-deleted, its target leaves the spec and its results leave the agent's status.
-The ledger remembers each target's last results, and moves them into a carried
-total when the target disappears or its counters go backwards (the agent
-restarted and counts from zero again). A source's total is carried + live.
+Each agent reports, per source, what the source's containers on its node did
+since the source began tracing each of them, cumulative for as long as the
+agent runs (`NodeTracer.status.sources[].results`), and keeps reporting it a
+while after the source left its spec. The ledger remembers each node's last
+results of each source, and moves them into a carried total when the node stops
+reporting them (the source left the node, the NodeTracer is gone) or starts
+over (a new `since`: the agent restarted; or counters going backwards). A
+source's total is carried + live.
 
 The ledger lives in memory. After an operator restart it is seeded from the
 status the operator wrote last (stored totals minus what is live now), so
 totals do not drop; what happened between that last write and the restart on
-targets that are gone by then is the one thing that can be missed.
+nodes that stopped reporting by then is the one thing that can be missed.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from podtrace_api.containertrace import ExecRecord
 from podtrace_api.nodetracer import SourceResult
+from podtrace_api.syscalls import name_of
+from podtrace_api.syscallset import decode
 
 from .reports import NodeReport
 
-Key = tuple[str, str, str]  # node, pod UID, container
+Names = Callable[[int], str]  # a node's syscall number → name
 
 
 @dataclass
 class Tally:
-    """Counts of one source (over one target, or summed over many)."""
+    """Counts of one source (on one node, or summed over many)."""
 
-    syscalls: dict[str, int] = field(default_factory=dict)
+    syscalls: dict[str, int] = field(default_factory=dict)  # the nodes' most frequent
     syscalls_total: int = 0
     execs: dict[str, ExecRecord] = field(default_factory=dict)
     execs_total: int = 0
+    execs_omitted: int = 0  # programs the nodes left out of their lists
     rules: dict[str, int] = field(default_factory=dict)
     names: set[str] = field(default_factory=set)  # syscalls ever seen (the seccomp profile)
+    lost: int = 0  # events the nodes' backends lost: the counts are incomplete
 
     @classmethod
-    def of(cls, result: SourceResult) -> Tally:
+    def of(cls, result: SourceResult, names: Names = name_of) -> Tally:
+        top = {s.name: s.count for s in result.syscalls}
         return cls(
-            syscalls=dict(result.syscalls),
-            syscalls_total=max(result.syscalls_total, sum(result.syscalls.values())),
+            syscalls=top,
+            syscalls_total=max(result.syscalls_total, sum(top.values())),
             execs={e.filename: e for e in result.execs},
             execs_total=result.execs_total,
+            execs_omitted=result.execs_omitted,
             rules={m.rule: m.count for m in result.rule_matches},
-            names={n for n, c in result.syscalls.items() if c > 0},
+            names={n for n, c in top.items() if c > 0} | {names(n) for n in
+                                                         decode(result.syscall_set)},
+            lost=result.events_lost,
         )
 
     def add(self, other: Tally) -> None:
@@ -57,15 +68,18 @@ class Tally:
         for filename, record in other.execs.items():
             self.execs[filename] = merge_exec(self.execs.get(filename), record)
         self.execs_total += other.execs_total
+        self.execs_omitted += other.execs_omitted
         for rule, count in other.rules.items():
             self.rules[rule] = self.rules.get(rule, 0) + count
         self.names |= other.names
+        self.lost += other.lost
 
     def went_back_from(self, before: Tally) -> bool:
         """Whether any counter is lower than `before` (the counting started over)."""
         pairs = [(self.syscalls_total, before.syscalls_total),
-                 (self.execs_total, before.execs_total)]  # fmt: skip
-        pairs += [(self.syscalls.get(n, 0), c) for n, c in before.syscalls.items()]
+                 (self.execs_total, before.execs_total), (self.lost, before.lost)]  # fmt: skip
+        pairs += [(self.syscalls.get(n, 0), c) for n, c in before.syscalls.items()
+                  if n in self.syscalls]  # a name can drop out of a node's top list
         pairs += [(self.rules.get(r, 0), c) for r, c in before.rules.items()]
         return any(now < then for now, then in pairs)
 
@@ -81,8 +95,10 @@ class Tally:
             syscalls_total=max(0, self.syscalls_total - live.syscalls_total),
             execs=execs,
             execs_total=max(0, self.execs_total - live.execs_total),
+            execs_omitted=max(0, self.execs_omitted - live.execs_omitted),
             rules=_beyond(self.rules, live.rules),
             names=set(self.names),
+            lost=max(0, self.lost - live.lost),
         )
 
 
@@ -100,44 +116,36 @@ def merge_exec(a: ExecRecord | None, b: ExecRecord) -> ExecRecord:
 
 
 class Ledger:
-    """Per source: the carried totals of targets gone, and each live target's last results."""
+    """Per source: the carried totals of what nodes stopped reporting, and each node's
+    last results with the `since` they count from."""
 
     def __init__(self) -> None:
         self._carried: dict[str, Tally] = {}
-        self._last: defaultdict[str, dict[Key, Tally]] = defaultdict(dict)  # source → key →
+        # source → node → (since, last results)
+        self._last: defaultdict[str, dict[str, tuple[datetime | None, Tally]]] = \
+            defaultdict(dict)
         self._seeded: set[str] = set()
 
-    def observe(self, node: str, before: NodeReport | None, after: NodeReport | None) -> None:
-        """A node's report changed from `before` to `after` (None: no NodeTracer)."""
-        now: dict[tuple[str, Key], Tally] = {}
-        for target in after.targets if after else ():
-            for result in target.results:
-                now[(result.source, (node, target.pod_uid, target.container))] = Tally.of(result)
-        gone = [
-            (result.source, (node, target.pod_uid, target.container))
-            for target in (before.targets if before else ())
-            for result in target.results
-        ]
-        for source, key in gone:
-            if (source, key) not in now:
-                self._retire(source, key)
-        for (source, key), tally in now.items():
-            last = self._last[source].get(key)
-            if last is not None and tally.went_back_from(last):
-                self._carry(source).add(last)
-            self._last[source][key] = tally
-
-    def _retire(self, source: str, key: Key) -> None:
-        last = self._last.get(source, {}).pop(key, None)
-        if last is not None:
-            self._carry(source).add(last)
+    def observe(self, node: str, report: NodeReport | None, names: Names = name_of) -> None:
+        """A node's report changed (None: the node has no NodeTracer any more);
+        `names` reads the syscall numbers of that node's architecture."""
+        now = {sid: (r.since, Tally.of(r, names))
+               for sid, r in (report.with_results() if report else ())}
+        for sid, by_node in list(self._last.items()):
+            if node in by_node and sid not in now:
+                self._carry(sid).add(by_node.pop(node)[1])
+        for sid, (since, tally) in now.items():
+            last = self._last[sid].get(node)
+            if last is not None and (last[0] != since or tally.went_back_from(last[1])):
+                self._carry(sid).add(last[1])
+            self._last[sid][node] = (since, tally)
 
     def _carry(self, source: str) -> Tally:
         return self._carried.setdefault(source, Tally())
 
     def live(self, source: str) -> Tally:
         total = Tally()
-        for tally in self._last.get(source, {}).values():
+        for _, tally in self._last.get(source, {}).values():
             total.add(tally)
         return total
 

@@ -9,18 +9,23 @@ node's report, and the Events its transitions raise. Pure.
 
 Completed and Failed are final: the trace stops selecting (the compile step
 drops it) and its results stay as they were at that moment.
+
+When a node's backend lost events of the traced containers (ftrace: a buffer
+overran), condition Complete is False and, with a profile requested,
+ProfileComplete is False too: a syscall seen only in lost events is missing from
+the profile, which may then be too strict.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from podtrace_api.base import ConditionStatus, parse_duration
+from podtrace_api.base import Condition, ConditionStatus, parse_duration
 from podtrace_api.conditions import get_condition, set_condition
 from podtrace_api.containertrace import (
     ContainerTraceSpec,
@@ -33,6 +38,7 @@ from podtrace_api.containertrace import (
     TracedTarget,
     TracePhase,
 )
+from podtrace_api.nodetracer import TARGET_REASONS
 
 from .applied import applied_condition, applied_events
 from .events import EventSpec, EventType, validity_events
@@ -44,6 +50,10 @@ from .validation import Problem, summary
 MAX_TARGETS = 256  # ContainerTraceStatus.targets maxItems
 MAX_EXECS = 64
 MAX_TOP = 64
+COMPLETE = "Complete"
+PROFILE_COMPLETE = "ProfileComplete"
+EVENTS_LOST = "EventsLost"
+ImageOf = Callable[[str, str], str]  # (pod UID, container) → image, "" when not known
 
 FINAL = (TracePhase.COMPLETED, TracePhase.FAILED)
 
@@ -89,6 +99,9 @@ class Results:
     syscall_names: list[str]
     execs_total: int
     execs: list[ExecRecord]
+    execs_omitted: int
+    lost: int  # events lost: the counts are incomplete
+    lost_on: list[str]  # nodes reporting lost events now
 
 
 def merge_results(
@@ -98,39 +111,40 @@ def merge_results(
     reports: Mapping[str, NodeReport],
     tally: Tally,
     top_n: int,
+    image_of: ImageOf = lambda uid, container: "",
 ) -> Results:
     """Targets from the compile step joined with what their node's agent says; syscall
-    and exec counts from the trace's tally (every node, live targets and gone ones)."""
+    and exec counts from the trace's tally (every node, reported now or before)."""
     traced: list[TracedTarget] = []
     tracing = 0
     for node, target in targets:
         report = reports.get(node)
-        seen = next(
-            (t for t in report.targets
-             if t.pod_uid == target["podUid"] and t.container == target["container"]),
-            None,
-        ) if report else None  # fmt: skip
-        state = seen.state if seen else TargetState.PENDING
-        message = seen.message if seen else ""
-        refused = next((n for n in seen.not_applied if n.source == source_id), None) \
-            if seen else None
+        uid, container = target["podUid"], target["container"]
+        seen = report.target(uid, container) if report else None
+        state = TargetState(seen.state) if seen else TargetState.PENDING
+        message = TARGET_REASONS.get(seen.reason or "", seen.reason or "") \
+            if seen and state != TargetState.TRACING else ""
+        refused = report.not_applied.get((uid, container, source_id)) if report else None
         if refused is not None:  # the node traces it, but not for this trace
             state, message = TargetState.PENDING, f"{refused.reason}: {refused.message}"
         if state == TargetState.TRACING and report and report.ready_for(source_id, generation):
             tracing += 1
         traced.append(TracedTarget(
-            node=node, pod=target["pod"], pod_uid=target["podUid"],
-            container=target["container"],
+            node=node, pod=target["pod"], pod_uid=uid, container=container,
             container_id=seen.container_id if seen else "",
-            image=seen.image if seen else "",
+            image=image_of(uid, container),
             cgroup_id=seen.cgroup_id if seen else None,
             state=state,
             since=seen.since if seen and state == TargetState.TRACING else None,
             message=message,
+            events_lost=seen.events_lost if seen else 0,
         ))  # fmt: skip
     syscalls = {n: c for n, c in tally.syscalls.items() if c > 0}
     names = sorted(tally.names | syscalls.keys())
     top = sorted(syscalls.items(), key=lambda kv: (-kv[1], kv[0]))[: min(top_n, MAX_TOP)]
+    execs = sorted(tally.execs.values(), key=lambda e: (-e.count, e.filename))
+    lost_on = sorted(node for node, r in reports.items()
+                     if (result := r.results_for(source_id)) and result.events_lost)
     return Results(
         targets=traced[:MAX_TARGETS],
         target_count=len(traced),
@@ -142,8 +156,38 @@ def merge_results(
         ),
         syscall_names=names,
         execs_total=tally.execs_total,
-        execs=sorted(tally.execs.values(), key=lambda e: (-e.count, e.filename))[:MAX_EXECS],
+        execs=execs[:MAX_EXECS],
+        execs_omitted=tally.execs_omitted + max(0, len(execs) - MAX_EXECS),
+        lost=tally.lost,
+        lost_on=lost_on,
     )
+
+
+def completeness(
+    conditions: list[Condition], results: Results, profile: bool, now: datetime, gen: int
+) -> list[Condition]:
+    """Complete (and ProfileComplete, with a profile requested): False when a node's
+    backend lost events of the traced containers."""
+    if not results.lost:
+        conditions = set_condition(conditions, COMPLETE, True, "AllCounted",
+                                   "every event of the traced containers was counted", now, gen)
+        if profile:
+            conditions = set_condition(conditions, PROFILE_COMPLETE, True, "AllCounted",
+                                       "the profile holds every syscall the containers made "
+                                       "while traced", now, gen)
+        return conditions
+    where = f" (now on node {', '.join(results.lost_on)})" if results.lost_on else ""
+    lost = (f"the tracing backend lost {results.lost} events of the traced containers{where}: "
+            "its buffer overran")
+    conditions = set_condition(conditions, COMPLETE, False, EVENTS_LOST,
+                               f"{lost}; the counts are lower than what happened", now, gen)
+    if profile:
+        conditions = set_condition(
+            conditions, PROFILE_COMPLETE, False, EVENTS_LOST,
+            f"the profile may be too strict: {lost}, and a syscall seen only in lost events "
+            "is not in it. Trace again with the bcc backend or a larger ftrace buffer",
+            now, gen)
+    return conditions
 
 
 def stored_tally(status: ContainerTraceStatus | None) -> Tally | None:
@@ -162,7 +206,9 @@ def stored_tally(status: ContainerTraceStatus | None) -> Tally | None:
         syscalls_total=hist.total,
         execs={e.filename: e for e in status.execs},
         execs_total=status.execs_total,
+        execs_omitted=status.execs_omitted,
         names=names,
+        lost=status.events_lost,
     )
 
 
@@ -177,6 +223,7 @@ def trace_status(
     now: datetime,
     pending_timeout: timedelta,
     top_n: int,
+    image_of: ImageOf = lambda uid, container: "",
 ) -> TraceOutcome:
     """The status a ContainerTrace should have now, and when to look again."""
     old = trace.old or ContainerTraceStatus()
@@ -208,7 +255,8 @@ def trace_status(
     targets = list(targets)
     conditions = applied_condition(conditions, source_id, (n for n, _ in targets), reports,
                                    now, gen)
-    results = merge_results(source_id, gen, targets, reports, tally, top_n)
+    results = merge_results(source_id, gen, targets, reports, tally, top_n, image_of)
+    conditions = completeness(conditions, results, spec.seccomp_profile is not None, now, gen)
     phase, start, completion, deadline = old.phase, old.start_time, None, None
     duration = parse_duration(spec.duration) if spec.duration else None
     if phase == TracePhase.PENDING:
@@ -239,6 +287,8 @@ def trace_status(
         syscalls=results.histogram if results.histogram.total else None,
         execs_total=results.execs_total,
         execs=results.execs,
+        execs_omitted=results.execs_omitted,
+        events_lost=results.lost,
         seccomp_profile=_profile(trace, spec, results, arches),
     )
     return TraceOutcome(status, active=phase not in FINAL, deadline=deadline)
@@ -293,6 +343,10 @@ def trace_events(old: ContainerTraceStatus | None, new: ContainerTraceStatus) ->
     is_valid = get_condition(new.conditions, "Valid")
     events = validity_events(old_conditions, new.conditions, "trace accepted")
     events += applied_events(old_conditions, new.conditions)
+    was, is_ = get_condition(old_conditions, COMPLETE), get_condition(new.conditions, COMPLETE)
+    if is_ is not None and is_.status == ConditionStatus.FALSE and (
+            was is None or was.status != ConditionStatus.FALSE):
+        events.append(EventSpec(EventType.WARNING, EVENTS_LOST, is_.message, "Trace"))
     old_phase = old.phase if old else TracePhase.PENDING
     if new.phase != old_phase and is_valid is not None and is_valid.status == ConditionStatus.TRUE:
         if new.phase == TracePhase.TRACING:

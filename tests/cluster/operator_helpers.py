@@ -195,9 +195,10 @@ def wait_targets(api: LocalAPIServer, node_name: str, source: str,
              lambda: targets_of(api, node_name, source) == sorted(expected), timeout)  # fmt: skip
 
 
-def report_as_agent(api: LocalAPIServer, node_name: str,
-                    targets: list[dict[str, Any]]) -> dict[str, Any]:  # fmt: skip
-    """Write the NodeTracer status a node agent would: applied this spec, Ready, `targets`."""
+def report_as_agent(api: LocalAPIServer, node_name: str, targets: list[dict[str, Any]],
+                    results: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Write the NodeTracer status a node agent would: applied this spec, Ready, `targets`,
+    and each source's `results` (by source id)."""
     nt = nodetracer(api, node_name)
     assert nt is not None
     status = {
@@ -205,6 +206,7 @@ def report_as_agent(api: LocalAPIServer, node_name: str,
         "conditions": [{"type": "Ready", "status": "True", "reason": "Tracing",
                         "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
         "targets": targets,
+        "sources": [{"source": sid, "results": r} for sid, r in (results or {}).items()],
     }  # fmt: skip
     api.kubectl("patch", "nodetracers.podtrace.io", node_name, "--subresource=status",
                 "--type=merge", "-p", json.dumps({"status": status}))  # fmt: skip

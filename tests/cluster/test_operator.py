@@ -35,6 +35,8 @@ from operator_helpers import (
 )
 
 from harness.apiserver import LocalAPIServer
+from podtrace_api.syscalls import number_of
+from podtrace_api.syscallset import encode
 
 
 @pytest.fixture(scope="module")
@@ -291,14 +293,15 @@ def test_trace_lifecycle_with_agent_reports_and_seccomp_profile(
     assert (get(api, "containertrace", "rec", "lc") or {})["status"]["phase"] == "Pending"
 
     # The node's agent applies the spec and reports the container traced, with results.
+    counts = {"read": 40, "write": 2, "openat": 7}
     report_as_agent(api, "lc-n1", [{
         "podUid": p["metadata"]["uid"], "container": "app", "state": "Tracing",
         "containerId": "abc123", "cgroupId": 4242, "since": "2026-01-01T00:00:00Z",
-        "results": [{"source": src, "syscalls": {"read": 40, "write": 2, "openat": 7},
-                     "syscallsTotal": 49,
-                     "execs": [{"filename": "/bin/sh", "count": 1, "container": "app"}],
-                     "execsTotal": 1}],
-    }])  # fmt: skip
+    }], {src: {"since": "2026-01-01T00:00:00Z",
+               "syscalls": [{"name": n, "count": c} for n, c in counts.items()],
+               "syscallsTotal": 49, "syscallSet": encode(number_of(n) for n in counts),
+               "execs": [{"filename": "/bin/sh", "count": 1, "container": "app"}],
+               "execsTotal": 1}})  # fmt: skip
 
     def phase(name: str) -> dict | None:
         ct = get(api, "containertrace", "rec", "lc")
@@ -357,8 +360,8 @@ def test_policy_status_aggregates_agent_reports(
     for node_name, p, n in (("ag-n1", p1, 3), ("ag-n2", p2, 4)):
         report_as_agent(api, node_name, [{
             "podUid": p["metadata"]["uid"], "container": "app", "state": "Tracing",
-            "results": [{"source": src, "ruleMatches": [{"rule": "shell", "count": n}]}],
-        }])  # fmt: skip
+        }], {src: {"since": "2026-01-01T00:00:00Z",
+                   "ruleMatches": [{"rule": "shell", "count": n}]}})  # fmt: skip
 
     def aggregated() -> dict | None:
         tp = get(api, "tracingpolicy", "ag")
@@ -369,7 +372,8 @@ def test_policy_status_aggregates_agent_reports(
     assert tp["status"]["ruleCounts"] == [{"rule": "shell", "count": 7}]
     assert condition(tp, "Ready")["reason"] == "Applied"
 
-    # p1 finishes: its target leaves the spec and the agent's report, its counts stay.
+    # p1 finishes: the policy leaves n1's spec and (once kept a while) its report; its
+    # counts stay.
     set_pod_phase(api, "p1", "ag", "Succeeded")
     wait_targets(api, "ag-n1", src, [])
     report_as_agent(api, "ag-n1", [])

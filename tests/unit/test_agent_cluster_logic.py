@@ -1,19 +1,14 @@
-"""Pure logic of the agent's cluster mode: rules, event limiting, results."""
+"""Pure logic of the agent's cluster mode: rules and event limiting."""
 
 from __future__ import annotations
-
-from datetime import UTC, datetime
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from podtrace_agent.cluster.eventlimit import Action, EventLimiter
-from podtrace_agent.cluster.results import MAX_EXECS_REPORTED, TargetResults
 from podtrace_agent.cluster.rules import RuleSet, count_delta
 from podtrace_api.nodetracer import TraceSource
-from podtrace_api.syscalls import name_of, number_of
-
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
+from podtrace_api.syscalls import number_of
 
 
 def _source(sid: str, **spec) -> TraceSource:
@@ -95,37 +90,3 @@ def test_failed_write_is_retried() -> None:
     assert len(limiter.due(now=1.0)) == 1
     assert len(limiter.due(now=2.0)) == 1  # not written: still due
 
-
-def test_results_filter_by_what_each_source_observes() -> None:
-    read, write = number_of("read"), number_of("write")
-    target = TargetResults(container="app")
-    target.update_syscalls(100, {read: 5, write: 2})
-    target.update_syscalls(101, {read: 1})  # the container restarted: new cgroup
-    target.add_exec("/bin/sh", T0)
-    target.add_exec("/bin/sh", T0)
-    target.add_exec("/bin/true", T0)
-    target.add_match(SHELLS.id, "shell", 2)
-
-    everything = _source("ContainerTrace/ns/rec").model_copy()
-    result = target.for_source(everything, name_of)
-    assert result.syscalls == {"read": 6, "write": 2} and result.syscalls_total == 8
-    assert [(e.filename, e.count) for e in result.execs] == [("/bin/sh", 2), ("/bin/true", 1)]
-    assert result.rule_matches == []
-
-    named = _source("TracingPolicy/shells", observe={"syscalls": {"mode": "Named",
-                                                                   "names": ["write"]},
-                                                     "processes": {"exec": False}})
-    result = target.for_source(named, name_of)
-    assert result.syscalls == {"write": 2} and result.execs == [] and result.execs_total == 0
-    assert [(m.rule, m.count) for m in result.rule_matches] == [("shell", 2)]
-
-
-def test_results_are_bounded_and_restarts_fold() -> None:
-    target = TargetResults(container="app")
-    for i in range(200):
-        target.add_exec(f"/bin/p{i:03}", T0)
-    for cgroup in range(20):
-        target.update_syscalls(cgroup, {0: 1})
-    result = target.for_source(_source("ContainerTrace/ns/rec"), name_of)
-    assert len(result.execs) == MAX_EXECS_REPORTED and result.execs_total == 200
-    assert result.syscalls == {"read": 20}

@@ -76,7 +76,7 @@ def test_syscall_rules_fire_on_new_calls_only() -> None:
     assert [(m.ref.rule, m.count) for _, m in state.on_counts({7: {ptrace: 2, 0: 5}})] == [
         ("pt", 2)]
     assert state.on_counts({7: {ptrace: 2, 0: 9}}) == []
-    assert state.results[("u1", "app")].syscalls()[0] == 9
+    assert state.observed("TracingPolicy/shells").syscalls[0] == 9
 
 
 def _report() -> DiscoveryReport:
@@ -104,8 +104,10 @@ def test_status_reports_targets_results_and_readiness() -> None:
     assert get_condition(status.conditions, "Ready").status == "True"
     [target] = status.targets
     assert (target.state, target.cgroup_id, target.container_id) == (TargetState.TRACING, 7, "c1")
-    [result] = target.results
-    assert result.execs_total == 1 and [m.rule for m in result.rule_matches] == ["sh"]
+    [row] = status.sources
+    assert (row.source, row.targets, row.applied) == ("TracingPolicy/shells", 1, 1)
+    assert row.results.execs_total == 1 and [m.rule for m in row.results.rule_matches] == ["sh"]
+    assert row.results.since == WALL
     assert status.events_dropped == 2 and status.maps[0].capacity == 1024
     wire = status.to_wire()
     assert wire["cgroup"]["kubepodsId"] == 42 and wire["backend"]["name"] == "bcc"
@@ -127,5 +129,5 @@ def test_the_runtime_reexec_before_the_entrypoint_is_not_the_workload() -> None:
     state.applied(state.replan(0.0, WALL)[0])
     for filename in ["/proc/self/exe", "/proc/self/exe", "/bin/app", "/proc/self/exe"]:
         state.on_event(_exec(7, filename), WALL)
-    execs = state.results[("u1", "app")].execs
+    execs = state.observed("TracingPolicy/shells").execs
     assert execs == {"/bin/app": 1, "/proc/self/exe": 1}  # a later re-exec is the workload's

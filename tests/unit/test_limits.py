@@ -15,6 +15,7 @@ def test_api_limits_equal_events_h() -> None:
     assert C["MAX_PREFIXES"] == limits.OPEN_PREFIXES_PER_SOURCE
     assert C["MAX_PORTS"] == limits.CONNECT_PORTS_PER_SOURCE
     assert C["MAX_FILENAME"] - 1 == limits.EXEC_FILENAME_BYTES
+    assert C["NR_SYSCALLS_MAX"] == limits.SYSCALL_NUMBERS  # the syscall set's bitmap
     assert BccBackend.limits.open_prefix_bytes == limits.OPEN_PREFIX_BYTES
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from test_operator_status import CT, SID, T0, nodetracer, reports, run, target, trace_input
 
+from podtrace_api.budget import plain
 from podtrace_api.conditions import get_condition
 from podtrace_operator.events import EventType
 from podtrace_operator.policy_status import policy_events, policy_status
@@ -26,10 +27,17 @@ def _row(source: str, targets: int, not_applied: int = 0, reason: str | None = N
     return row
 
 
-def _node_with(rows: list[dict[str, Any]], targets: list[dict[str, Any]]) -> dict[str, Any]:
+def _node_with(rows: list[dict[str, Any]], targets: list[dict[str, Any]],
+               not_applied: list[dict[str, Any]] = ()) -> dict[str, Any]:  # fmt: skip
     body = nodetracer("n1", sources={SID: 1, OTHER: 1, CT: 1}, targets=targets)
     body["status"]["sources"] = rows
+    body["status"]["notApplied"] = list(not_applied)
     return body
+
+
+def _refused(uid: str, source: str, reason: str, message: str) -> dict[str, Any]:
+    return {"podUid": uid, "container": "app", "source": source, "reason": reason,
+            "message": message}
 
 
 def _policy(sid: str, nts: dict, old=None, now=T0):
@@ -41,14 +49,15 @@ def test_the_policy_that_does_not_fit_says_so_and_the_others_stay_ready() -> Non
     why = "open path prefix /ééééééééé… is 81 bytes long; the kernel side compares at most 64"
     nts = reports(_node_with(
         [_row(SID, 1, 1, "LimitExceeded", f"ns/p web: {why}"), _row(OTHER, 1)],
-        [target("u1") | {"notApplied": [{"source": SID, "reason": "LimitExceeded",
-                                         "message": why}]}],
+        [target("u1", notApplied=["LimitExceeded"])],
+        [_refused("u1", SID, "LimitExceeded", why)],
     ))
     bad, fine = _policy(SID, nts), _policy(OTHER, nts)
 
     applied = get_condition(bad.conditions, "Applied")
     assert (applied.status, applied.reason) == ("False", "LimitExceeded")
-    assert "node n1: not applied to 1 of 1 containers" in applied.message and why in applied.message
+    assert "node n1: not applied to 1 of 1 containers" in applied.message
+    assert plain(why) in applied.message  # status text is plain ASCII: the rest %-escaped
     ready = get_condition(bad.conditions, "Ready")
     assert (ready.status, ready.reason, bad.nodes) == ("False", "LimitExceeded", "0/1")
     assert [(e.type, e.reason) for e in policy_events(None, bad)] == [
@@ -72,8 +81,8 @@ def test_capacity_is_named_first_and_recovery_is_announced() -> None:
 def test_a_trace_target_refused_for_capacity_is_pending_with_the_reason() -> None:
     nts = reports(_node_with(
         [_row(CT, 1, 1, "CapacityExceeded", "ns/p web: 2 of 2 prefix entries used")],
-        [target("u1") | {"notApplied": [{"source": CT, "reason": "CapacityExceeded",
-                                         "message": "2 of 2 prefix entries used"}]}],
+        [target("u1", notApplied=["CapacityExceeded"])],
+        [_refused("u1", CT, "CapacityExceeded", "2 of 2 prefix entries used")],
     ))
     out = run(trace_input(), T0, nts).status
     assert out.phase == "Pending"  # the node traces u1 for another source, not for this trace

@@ -7,7 +7,10 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from podtrace_api.conditions import get_condition
 from podtrace_api.containertrace import ContainerTraceSpec, TracePhase
+from podtrace_api.syscalls import number_of
+from podtrace_api.syscallset import encode
 from podtrace_api.tracingpolicy import TracingPolicyStatus
 from podtrace_operator.events import EventType
 from podtrace_operator.policy_status import policy_events, policy_status
@@ -24,8 +27,11 @@ CT = "ContainerTrace/shop/rec"
 
 def nodetracer(name: str, *, generation: int = 3, observed: int | None = 3, ready: bool = True,
                sources: dict[str, int] | None = None,
-               targets: list[dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
-    status: dict[str, Any] = {"targets": targets or []}
+               targets: list[dict[str, Any]] | None = None,
+               results: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:  # fmt: skip
+    """A NodeTracer as its agent reports it: `results` by source id."""
+    rows = [{"source": sid, "results": r} for sid, r in (results or {}).items()]
+    status: dict[str, Any] = {"targets": targets or [], "sources": rows}
     if observed is not None:
         status["observedGeneration"] = observed
         status["conditions"] = [{"type": "Ready", "status": "True" if ready else "False",
@@ -38,13 +44,18 @@ def nodetracer(name: str, *, generation: int = 3, observed: int | None = 3, read
     }
 
 
-def result(source: str, **kw: Any) -> dict[str, Any]:
-    return {"source": source, **kw}
+def result(syscalls: dict[str, int] | None = None, **kw: Any) -> dict[str, Any]:
+    """A source's results on a node; `syscalls` by name (all listed, all in the set)."""
+    out: dict[str, Any] = {"since": "2026-01-01T00:00:00Z", **kw}
+    if syscalls:
+        out["syscalls"] = [{"name": n, "count": c} for n, c in syscalls.items()]
+        out["syscallSet"] = encode(number_of(n) for n in syscalls)
+    return out
 
 
 def target(uid: str, container: str = "app", state: str = "Tracing",
-           results: list[dict] | None = None) -> dict[str, Any]:  # fmt: skip
-    return {"podUid": uid, "container": container, "state": state, "results": results or []}
+           **kw: Any) -> dict[str, Any]:  # fmt: skip
+    return {"podUid": uid, "container": container, "state": state, **kw}
 
 
 # --- reports ------------------------------------------------------------------------------
@@ -75,21 +86,18 @@ def tally(nts: dict[str, NodeReport], source: str) -> Tally:
     """What the ledger totals for `source` after seeing these reports."""
     ledger = Ledger()
     for name, report in nts.items():
-        ledger.observe(name, None, report)
+        ledger.observe(name, report)
     return ledger.total(source)
 
 
 def test_policy_status_counts_nodes_containers_and_rule_matches() -> None:
     nts = reports(
-        nodetracer("n1", sources={SID: 2}, targets=[
-            target("u1", results=[result(SID, ruleMatches=[{"rule": "shell", "count": 3}])]),
-            target("u2", results=[result(SID, ruleMatches=[{"rule": "curl", "count": 1}]),
-                                  result("TracingPolicy/other",
-                                         ruleMatches=[{"rule": "shell", "count": 50}])]),
-        ]),
-        nodetracer("n2", observed=2, sources={SID: 2},
-                   targets=[target("u3", results=[result(SID, ruleMatches=[
-                       {"rule": "shell", "count": 2}])])]),
+        nodetracer("n1", sources={SID: 2}, targets=[target("u1"), target("u2")], results={
+            SID: result(ruleMatches=[{"rule": "curl", "count": 1}, {"rule": "shell", "count": 3}]),
+            "TracingPolicy/other": result(ruleMatches=[{"rule": "shell", "count": 50}]),
+        }),
+        nodetracer("n2", observed=2, sources={SID: 2}, targets=[target("u3")],
+                   results={SID: result(ruleMatches=[{"rule": "shell", "count": 2}])}),
     )  # fmt: skip
     status = policy_status(generation=2, problems=[], placement={"n1": 2, "n2": 1},
                            reports=nts, rules=tally(nts, SID).rules, source_id=SID,
@@ -154,8 +162,8 @@ def run(trace: TraceInput, now: datetime, nts: dict[str, NodeReport] | None = No
 
 
 def tracing_report(**result_fields: Any) -> dict[str, NodeReport]:
-    return reports(nodetracer("n1", generation=4, observed=4, sources={CT: 1}, targets=[
-        target("u1", results=[result(CT, **result_fields)])]))  # fmt: skip
+    return reports(nodetracer("n1", generation=4, observed=4, sources={CT: 1},
+                              targets=[target("u1")], results={CT: result(**result_fields)}))
 
 
 def test_trace_goes_pending_tracing_completed_and_stops_selecting() -> None:
@@ -233,16 +241,16 @@ def test_seccomp_profile_lists_every_observed_syscall_not_only_the_top() -> None
 def test_execs_merge_across_nodes_by_filename() -> None:
     early, late = "2026-01-01T00:00:01Z", "2026-01-01T00:00:09Z"
     nts = reports(
-        nodetracer("n1", sources={CT: 1}, targets=[target("u1", results=[result(
-            CT, execs=[{"filename": "/bin/sh", "count": 2, "container": "a", "firstSeen": late}],
-            execsTotal=2)])]),
-        nodetracer("n2", sources={CT: 1}, targets=[target("u2", results=[result(
-            CT, execs=[{"filename": "/bin/sh", "count": 1, "container": "b", "firstSeen": early},
-                       {"filename": "/bin/ls", "count": 5, "container": "b"}],
-            execsTotal=6)])]),
+        nodetracer("n1", sources={CT: 1}, targets=[target("u1")], results={CT: result(
+            execs=[{"filename": "/bin/sh", "count": 2, "container": "a", "firstSeen": late}],
+            execsTotal=2)}),
+        nodetracer("n2", sources={CT: 1}, targets=[target("u2")], results={CT: result(
+            execs=[{"filename": "/bin/sh", "count": 1, "container": "b", "firstSeen": early},
+                   {"filename": "/bin/ls", "count": 5, "container": "b"}],
+            execsTotal=6, execsOmitted=3)}),
     )  # fmt: skip
     out = run(trace_input(), T0, nts).status
-    assert out.execs_total == 8
+    assert out.execs_total == 8 and out.execs_omitted == 3
     assert [(e.filename, e.count, e.container) for e in out.execs] == [
         ("/bin/ls", 5, "b"), ("/bin/sh", 3, "b")]  # fmt: skip
 
@@ -258,3 +266,38 @@ def test_seccomp_profile_format() -> None:
                      "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]  # fmt: skip
     assert profile_json(["b", "a"], "SCMP_ACT_ERRNO", []) == profile_json(
         ["a", "b"], "SCMP_ACT_ERRNO", ["amd64"])
+
+
+def test_lost_events_mark_the_trace_and_its_profile_incomplete() -> None:
+    spec = {"selector": {}, "seccompProfile": {"defaultAction": "SCMP_ACT_ERRNO"}}
+    whole = run(trace_input(spec), T0, tracing_report(syscalls={"read": 4})).status
+    assert get_condition(whole.conditions, "Complete").status == "True"
+    assert get_condition(whole.conditions, "ProfileComplete").status == "True"
+    nts = reports(nodetracer("n1", generation=4, observed=4, sources={CT: 1},
+                             targets=[target("u1", eventsLost=9)],
+                             results={CT: result(syscalls={"read": 4}, eventsLost=9)}))
+    out = run(trace_input(spec, old=whole), T0 + timedelta(minutes=1), nts).status
+    complete = get_condition(out.conditions, "Complete")
+    assert (complete.status, complete.reason) == ("False", "EventsLost")
+    assert "lost 9 events" in complete.message and "node n1" in complete.message
+    profile_ok = get_condition(out.conditions, "ProfileComplete")
+    assert (profile_ok.status, profile_ok.reason) == ("False", "EventsLost")
+    assert "may be too strict" in profile_ok.message
+    assert out.events_lost == 9 and out.targets[0].events_lost == 9
+    warnings = [(e.type, e.reason) for e in trace_events(whole, out) if e.reason == "EventsLost"]
+    assert warnings == [(EventType.WARNING, "EventsLost")]
+    # Without a profile requested there is no profile condition.
+    plain_trace = run(trace_input(), T0, nts).status
+    assert get_condition(plain_trace.conditions, "ProfileComplete") is None
+
+
+def test_targets_show_the_reason_in_words_and_the_pod_s_image() -> None:
+    nts = reports(nodetracer("n1", generation=4, observed=4, sources={CT: 1},
+                             targets=[target("u1", state="Pending", reason="NotStarted")]))
+    out = trace_status(trace_input(), source_id=CT, targets=SELECTED, reports=nts,
+                       tally=Tally(), arches=["amd64"], now=T0,
+                       pending_timeout=timedelta(minutes=5), top_n=2,
+                       image_of=lambda uid, c: f"img-of-{uid}-{c}").status
+    [t] = out.targets
+    assert (t.state, t.message, t.image) == ("Pending", "the container has not started yet",
+                                             "img-of-u1-app")

@@ -29,6 +29,7 @@ from podtrace_agent.cri.errors import (
     RuntimeUnavailable,
     Unimplemented,
 )
+from podtrace_api.nodetracer import MAX_RUNTIME_CANDIDATES
 
 DEFAULTS = [
     "unix:///run/containerd/containerd.sock",
@@ -235,5 +236,6 @@ def test_report_when_something_exists_names_only_what_exists() -> None:
 def test_status_is_bounded_like_the_crd() -> None:
     many = tuple(Candidate(f"unix:///s{i}.sock", "x" * 5000) for i in range(40))
     status = RuntimeReport(candidates=many).to_status()
-    assert len(status.candidates) == 32
-    assert all(len(c.reason) == 1024 for c in status.candidates)
+    assert len(status.candidates) == MAX_RUNTIME_CANDIDATES
+    # Clipped to the CRD's bound, marked as cut.
+    assert all(len(c.reason) == 512 and c.reason.endswith("...") for c in status.candidates)

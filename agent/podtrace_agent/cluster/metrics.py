@@ -71,7 +71,7 @@ class AgentMetrics:
     def set_not_applied(self, targets: Iterable[NodeTargetStatus]) -> None:
         """Targets per reason one of their sources is not applied for (each counted once)."""
         by_reason = Tally(
-            reason for t in targets for reason in {n.reason for n in t.not_applied}
+            reason for t in targets for reason in set(t.not_applied)
         )
         for reason in NotAppliedReason:
             self.not_applied.labels(reason=reason.value, **self._node).set(by_reason[reason])

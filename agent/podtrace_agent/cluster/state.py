@@ -6,6 +6,13 @@ Containers are traced from their first syscall: the backend auto-traces every
 new container cgroup under kubepods, and this state keeps such a cgroup (and
 buffers its events) for a grace period while the operator's spec and the Pod's
 status catch up. A cgroup that turns out to be nobody's target is untraced.
+
+Results (`results.py`): each target's counts are kept once; each source that
+traces a target has a window on it, opened when the source is applied to the
+container (its baseline: the counts at that moment, or for a container just
+claimed, from the start of its cgroup) and closed when it no longer is, folded
+into the source's node totals. A source's totals stay a while after it leaves
+the spec (RETAIN_S), so the operator reads what was counted last.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from podtrace_api.containertrace import TargetState
 from podtrace_api.limits import NotAppliedReason
@@ -23,12 +30,13 @@ from podtrace_api.syscalls import name_of
 from ..backend import ConnectEvent, Event, ExecEvent, ExitEvent, OpenEvent, SourceLimits
 from .apply import Applied
 from .plan import CgroupRef, Plan, PodView, Rejection, TargetKey, TraceRequest, plan
-from .results import TargetResults
+from .results import Baseline, ContainerCounts, Observed, SourceTotals, Window
 from .rules import Match, RuleSet, count_delta
 
 RUNTIME_REEXEC = "/proc/self/exe"  # runc (and crun) re-exec themselves to set a container up
 GRACE_S = 30.0  # how long an unclaimed new container stays traced, waiting for the spec
 PENDING_EVENTS_PER_CGROUP = 256
+RETAIN_S = 120.0  # how long a source's totals are reported after it left the spec
 
 
 @dataclass
@@ -80,8 +88,12 @@ class NodeState:
         self.generation = 0
         self.pods: dict[str, PodView] = {}
         self.cgroups: dict[int, KnownCgroup] = {}
-        self.results: dict[TargetKey, TargetResults] = {}
+        self.counts: dict[TargetKey, ContainerCounts] = {}  # each target's, kept once
+        self.windows: dict[TargetKey, dict[str, Window]] = {}  # source id → its window
+        self.totals: dict[str, SourceTotals] = {}  # each source's, on this node
         self.since: dict[TargetKey, datetime] = {}
+        self._claimed: dict[TargetKey, int] = {}  # the cgroup each target had at the last sync
+        self._key_of: dict[int, TargetKey] = {}  # whose container a cgroup was
         self.rules = RuleSet([])
         self.sources: dict[str, TraceSource] = {}
         self.plan = Plan({}, {}, {})
@@ -111,6 +123,7 @@ class NodeState:
 
     def remove_cgroup(self, cgroup_id: int) -> None:
         """The cgroup is gone; its target keeps what it did (results are cumulative)."""
+        self._retire(cgroup_id)
         self.cgroups.pop(cgroup_id, None)
         self._pending.pop(cgroup_id, None)
         self.programmed.pop(cgroup_id, None)
@@ -134,8 +147,8 @@ class NodeState:
             if self.programmed.get(cgroup_id) != request:
                 changes.trace[cgroup_id] = request
             key = self.plan.cgroup_targets[cgroup_id]
-            self.results.setdefault(key, TargetResults(container=key[1]))
             self.since.setdefault(key, wall)
+        self._sync_windows(now, wall, confirm=False)
         for cgroup_id, known in self.cgroups.items():
             if cgroup_id in self.plan.traces or cgroup_id in self.dropped:
                 continue
@@ -170,6 +183,95 @@ class NodeState:
             self.programmed.pop(cgroup_id, None)
             self.refused.pop(cgroup_id, None)
             self.dropped.add(cgroup_id)
+            self._retire(cgroup_id)  # the backend dropped its counts
+        self._sync_windows(None, None, confirm=True)
+
+    # -- windows -------------------------------------------------------------------
+    def _sync_windows(self, now: float | None, wall: datetime | None, confirm: bool) -> None:
+        """Open a window for every source applied to a traced target, close the others.
+        After the backend applied the plan (`confirm`), the windows left are real."""
+        for key in [k for k in self.windows if k not in self.plan.targets]:
+            for sid in list(self.windows[key]):
+                self._close(key, sid)
+            del self.windows[key]
+        for key, planned in self.plan.targets.items():
+            cgroup_id = planned.cgroup_id
+            wanted = self.applied_sources(key) & self.sources.keys() \
+                if cgroup_id is not None else frozenset()
+            open_ = self.windows.setdefault(key, {})
+            for sid in [s for s in open_ if s not in wanted]:
+                self._close(key, sid)
+            if wanted - open_.keys():
+                counts = self.counts.setdefault(key, ContainerCounts())
+                # A container just claimed is counted from the start of its cgroup (traced
+                # since mkdir or since it was first programmed); else from the next counts.
+                fresh = self._claimed.get(key) != cgroup_id
+                for sid in sorted(wanted - open_.keys()):
+                    open_[sid] = Window(key[1], Baseline.of(counts, cgroup_id) if fresh else None)
+                    self._totals_of(sid, wall)
+            if not open_:
+                del self.windows[key]
+            elif confirm:
+                for window in open_.values():
+                    window.confirmed = True
+        self._claimed = {k: p.cgroup_id for k, p in self.plan.targets.items()
+                         if p.cgroup_id is not None}
+        self._key_of.update((c, k) for k, c in self._claimed.items())
+        for key in [k for k in self.counts if k not in self.plan.targets]:
+            del self.counts[key]  # closed above; what it did is in its sources' totals
+            self.since.pop(key, None)
+        if now is not None:
+            self._expire(now)
+
+    def _totals_of(self, sid: str, wall: datetime | None) -> SourceTotals:
+        totals = self.totals.get(sid)
+        if totals is None:
+            totals = self.totals[sid] = SourceTotals(self.sources[sid], wall or datetime.now(UTC))
+        return totals
+
+    def _close(self, key: TargetKey, sid: str) -> None:
+        window = self.windows[key].pop(sid)
+        totals = self.totals.get(sid)
+        if window.confirmed and totals is not None:
+            totals.closed.add(window.observed(self.counts.get(key, ContainerCounts())))
+
+    def _expire(self, now: float) -> None:
+        """Sources that left the spec: their totals are kept RETAIN_S, then dropped."""
+        for sid, totals in list(self.totals.items()):
+            if sid in self.sources:
+                totals.source, totals.left_at = self.sources[sid], None
+            elif totals.left_at is None:
+                totals.left_at = now
+            elif now - totals.left_at > RETAIN_S:
+                del self.totals[sid]
+
+    def _retire(self, cgroup_id: int) -> None:
+        self._counts.pop(cgroup_id, None)
+        key = self._key_of.pop(cgroup_id, None)
+        if key is not None and key in self.counts:
+            self.counts[key].retire(cgroup_id)
+
+    def needs_counts(self) -> bool:
+        """Whether a window waits for its baseline: read the counts now (`on_counts`)."""
+        return any(w.baseline is None for ws in self.windows.values() for w in ws.values())
+
+    def observed(self, sid: str) -> Observed:
+        """What a source saw on this node: its closed windows and its open ones."""
+        out = Observed()
+        totals = self.totals.get(sid)
+        if totals is None:
+            return out
+        out.add(totals.closed)
+        for key, windows in self.windows.items():
+            window = windows.get(sid)
+            if window is not None:
+                out.add(window.observed(self.counts.get(key, ContainerCounts())))
+        return out
+
+    def lost(self, key: TargetKey) -> int:
+        """Events the backend lost of a target's container."""
+        counts = self.counts.get(key)
+        return counts.lost() if counts is not None else 0
 
     def not_applied(self, key: TargetKey) -> dict[str, Rejection]:
         """The sources of a target that do not trace it, with the reason."""
@@ -224,37 +326,50 @@ class NodeState:
         key = self.plan.cgroup_targets.get(event.cgroup_id)
         if key is None:
             return None
-        sources = self.applied_sources(key)
-        results = self.results.setdefault(key, TargetResults(container=key[1]))
+        windows = self.windows.get(key, {})
+        sources = frozenset(windows)
         matches: list[Match] = []
         if isinstance(event, ExecEvent):
             if event.cgroup_id not in self._started:
                 if event.filename == RUNTIME_REEXEC:
                     return None  # the runtime setting the container up, not the workload
                 self._started.add(event.cgroup_id)
-            results.add_exec(event.filename, wall)
+            for window in windows.values():
+                window.add_exec(event.filename, wall)
             matches = self.rules.on_exec(event.filename, sources)
         elif isinstance(event, OpenEvent):
             matches = self.rules.on_open(event.path, sources)
         elif not isinstance(event, ExitEvent | ConnectEvent):
             return None
         for match in matches:
-            results.add_match(match.ref.source, match.ref.rule, match.count)
+            windows[match.ref.source].add_match(match.ref.rule, match.count)
         return Observation(key, event, matches)
 
-    def on_counts(self, counts: Mapping[int, Mapping[int, int]]) -> list[tuple[TargetKey, Match]]:
-        """Take the backend's cumulative syscall counts; the syscall-rule matches
-        of what is new since the last call."""
+    def on_counts(
+        self,
+        counts: Mapping[int, Mapping[int, int]],
+        lost: Mapping[int, int] | None = None,
+    ) -> list[tuple[TargetKey, Match]]:
+        """Take the backend's cumulative syscall counts (and events lost, by cgroup);
+        the syscall-rule matches of what is new since the last call. Windows waiting
+        for a baseline take it from these counts."""
         out: list[tuple[TargetKey, Match]] = []
+        lost = lost or {}
         for cgroup_id, now in counts.items():
             key = self.plan.cgroup_targets.get(cgroup_id)
             if key is None:
                 continue
-            self.results[key].update_syscalls(cgroup_id, now)
+            self.counts.setdefault(key, ContainerCounts()).update(
+                cgroup_id, now, lost.get(cgroup_id))
             before = self._counts.get(cgroup_id, {})
             self._counts[cgroup_id] = dict(now)
             delta = count_delta(before, now)
-            for match in self.rules.on_syscalls(delta, self.applied_sources(key)):
-                self.results[key].add_match(match.ref.source, match.ref.rule, match.count)
+            windows = self.windows.get(key, {})
+            for match in self.rules.on_syscalls(delta, frozenset(windows)):
+                windows[match.ref.source].add_match(match.ref.rule, match.count)
                 out.append((key, match))
+        for key, windows in self.windows.items():
+            for window in windows.values():
+                if window.baseline is None:
+                    window.baseline = Baseline.of(self.counts.setdefault(key, ContainerCounts()))
         return out

@@ -1,5 +1,10 @@
 """NodeTracer status from the agent's state: the discovery report, the backend's
-numbers and every target with its results per source. Pure."""
+numbers, every target, and each source's results. Pure.
+
+Whatever the node holds, the status stays within its CRD's bounds, and so
+within `podtrace_api.budget.STATUS_BUDGET_BYTES`: targets and sources are as
+many as the spec may hold, sources not applied are listed for the first
+MAX_NOT_APPLIED_ROWS and counted beyond, results are cut in `results.py`."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from podtrace_api.base import Condition
+from podtrace_api.budget import MAX_NODE_SOURCES, MAX_NOT_APPLIED_ROWS
 from podtrace_api.conditions import set_condition
 from podtrace_api.containertrace import TargetState
 from podtrace_api.limits import NotAppliedReason
@@ -24,6 +30,7 @@ from podtrace_api.nodetracer import (
 
 from ..backend import BackendStats
 from ..discovery import DiscoveryReport
+from .results import source_result
 from .state import NodeState
 
 
@@ -89,7 +96,9 @@ def _sources_applied(
 
 
 def source_statuses(state: NodeState) -> list[SourceApplyStatus]:
-    """How each source of the spec is applied on this node, from the targets' views."""
+    """How each source of the spec is applied on this node, from the targets' views,
+    with what it observed; then sources that left the spec while their results are
+    kept (as many as the list holds)."""
     rows: dict[str, SourceApplyStatus] = {
         sid: SourceApplyStatus(source=sid) for sid in sorted(state.sources)
     }
@@ -109,7 +118,28 @@ def source_statuses(state: NodeState) -> list[SourceApplyStatus]:
                         f"{target.pod} {target.container}: {rejection.message}"
             elif view.state is TargetState.TRACING:
                 row.applied += 1
+    for sid in sorted(state.totals.keys() - rows.keys()):
+        if len(rows) >= MAX_NODE_SOURCES:
+            break
+        rows[sid] = SourceApplyStatus(source=sid)
+    for sid, row in rows.items():
+        totals = state.totals.get(sid)
+        if totals is not None:
+            row.results = source_result(totals.source, totals.since, state.observed(sid),
+                                        state.name_of)
     return list(rows.values())
+
+
+def not_applied_rows(state: NodeState) -> tuple[list[NotApplied], int]:
+    """The sources not applied to a container, by pod UID, container and source: the
+    first MAX_NOT_APPLIED_ROWS, and how many more."""
+    rows = [
+        NotApplied(pod_uid=key[0], container=key[1], source=sid, reason=r.reason,
+                   message=r.message)
+        for key in sorted(state.plan.targets)
+        for sid, r in state.target_view(key).not_applied.items()
+    ]
+    return rows[:MAX_NOT_APPLIED_ROWS], max(0, len(rows) - MAX_NOT_APPLIED_ROWS)
 
 
 def node_status(
@@ -126,31 +156,26 @@ def node_status(
     targets = []
     for key in sorted(state.plan.targets):
         planned = state.plan.targets[key]
-        results = state.results.get(key)
         known = state.cgroups.get(planned.cgroup_id) if planned.cgroup_id is not None else None
         identity = None
         if planned.container_id:
             identity = IdentitySource.CRI if known and known.container_name \
                 else IdentitySource.KUBERNETES
         view = state.target_view(key)
-        sources = [state.sources[s] for s in planned.target.sources
-                   if s in state.sources and s not in view.not_applied]
         targets.append(NodeTargetStatus(
             pod_uid=key[0],
             container=key[1],
             container_id=planned.container_id,
-            image=planned.image[:512],
             cgroup_id=planned.cgroup_id,
             identity=identity,
             state=view.state,
             since=state.since.get(key) if view.state is TargetState.TRACING else None,
             reason=view.reason or None,
-            message=view.message,
-            not_applied=[NotApplied(source=sid, reason=r.reason, message=r.message)
-                         for sid, r in view.not_applied.items()],
-            results=[results.for_source(s, state.name_of) for s in sources] if results else [],
+            not_applied=sorted({r.reason for r in view.not_applied.values()}),
+            events_lost=state.lost(key),
         ))
     sources = source_statuses(state)
+    not_applied, omitted = not_applied_rows(state)
     conditions = _conditions(previous, report, health, state, now)
     return NodeTracerStatus(
         observed_generation=state.generation if state.spec_seen else None,
@@ -165,10 +190,11 @@ def node_status(
         events_seen=stats.events_seen,
         events_dropped=stats.events_dropped,
         capacity_exceeded=sum(
-            1 for t in targets
-            if any(n.reason == NotAppliedReason.CAPACITY_EXCEEDED for n in t.not_applied)
+            1 for t in targets if NotAppliedReason.CAPACITY_EXCEEDED in t.not_applied
         ),
         sources=sources,
         maps=[MapUsage(name=m.name, used=m.used, capacity=m.capacity) for m in stats.maps],
         targets=targets,
+        not_applied=not_applied,
+        not_applied_omitted=omitted,
     )

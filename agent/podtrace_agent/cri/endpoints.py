@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from podtrace_api.base import MAX_MESSAGE
-from podtrace_api.nodetracer import RuntimeCandidate, RuntimeStatus
+from podtrace_api.nodetracer import MAX_RUNTIME_CANDIDATES, RuntimeCandidate, RuntimeStatus
 
 from .errors import CallTimeout, CRIError, RuntimeUnavailable, Unimplemented
 
 UNIX = "unix://"
-_MAX_CANDIDATES = 32  # RuntimeStatus.candidates' bound
+_MAX_CANDIDATES = MAX_RUNTIME_CANDIDATES  # RuntimeStatus.candidates' bound
 
 # Where runtimes put their socket by default, in the order they are tried: CRI
 # runtimes first, then Docker and Podman, which serve no CRI themselves but are
