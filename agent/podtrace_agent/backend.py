@@ -225,12 +225,18 @@ class BackendStats:
     instance's ring buffer; lost = per-CPU overrun + dropped events.
     untraced_for_capacity: container cgroups created under kubepods that could
     not be auto-traced because the tables were full.
+    lost: events lost per traced cgroup, cumulative since its trace(), so that
+    the counts of that container can be marked incomplete. ftrace: its
+    instance's overrun + dropped events (kept a while after the cgroup is gone);
+    bcc: empty, its syscall counters lose nothing and a ring-buffer loss is no
+    one cgroup's (events_dropped counts it).
     """
 
     events_seen: int
     events_dropped: int
     maps: list[MapStat] = field(default_factory=list)
     untraced_for_capacity: int = 0
+    lost: dict[int, int] = field(default_factory=dict)
 
 
 class BackendError(RuntimeError):

@@ -202,9 +202,11 @@ class Agent:
             self._observe(obs)
 
     def counted(self, containers: list[Container]) -> None:
-        counts = {c.primary: c.syscalls() for c in containers
-                  if c.primary is not None and c.primary in self.state.cgroups}
-        for key, match in self.state.on_counts(counts):
+        ours = [c for c in containers if c.primary is not None and c.primary in self.state.cgroups]
+        lost = self.backend.stats().lost  # by cgroup: a container's are its cgroups'
+        counts = {c.primary: c.syscalls() for c in ours}
+        lost_of = {c.primary: sum(lost.get(g, 0) for g in c.cgroups) for c in ours}
+        for key, match in self.state.on_counts(counts, lost_of):
             self._matched(key, match)
 
     def removed(self, removed: Removed) -> None:
@@ -354,6 +356,9 @@ class Agent:
         for cgroup_id in changes.untrace:
             self._hold(cgroup_id, None)
         self.state.applied(changes, outcomes)
+        if self.state.needs_counts():  # a source began on a container: its baseline, now
+            self.containers.take_counts(self.backend.syscall_counts())
+            self.counted(list(self.containers))
         for obs in replayed:
             self._observe(obs)
 

@@ -18,7 +18,9 @@ Limits, all inherent to ftrace:
   its pid (runc's create/start split hides this for a container's first
   process: it waits in the cgroup until `start`);
 - syscall counts come through the ring buffer, so they can be lost: every
-  lost event is counted (per-CPU overrun + dropped events) in stats();
+  lost event is counted (per-CPU overrun + dropped events) in stats(), per
+  traced cgroup too (`BackendStats.lost`), so its counts can be marked
+  incomplete;
 - uid and ppid come from /proc (when a pid joins) and from fork events;
 - OPEN and CONNECT are not supported (syscall events give user pointers,
   not strings): those probe bits are ignored;
@@ -34,6 +36,7 @@ import os
 import queue
 import select
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,6 +67,7 @@ PREFIX = "podtrace-"
 _backend_numbers = itertools.count()
 READ_SIZE = 1 << 16
 POLL_MS = 50
+RETIRED_LOST_KEPT = 1024  # removed cgroups whose lost events stats() still reports
 
 
 @dataclass
@@ -123,6 +127,7 @@ class FtraceBackend:
         self._exit_codes: dict[int, int] = {}  # tgid -> exit(_group) argument
         self._seen = 0
         self._lost_retired = 0
+        self._retired_lost: OrderedDict[int, int] = OrderedDict()  # cgroup → lost, gone ones
         self._watch: Instance | None = None
         self._watch_fd: int | None = None
         self._watch_pending = b""
@@ -283,7 +288,12 @@ class FtraceBackend:
                 traced.instance.set("tracing_on", "0")
             self._drain(traced.fd, traced)
             with contextlib.suppress(OSError):
-                self._lost_retired += parse.lost_events(traced.instance.cpu_stats())
+                lost = parse.lost_events(traced.instance.cpu_stats())
+                self._lost_retired += lost
+                if keep_counts:  # removed (not untraced): its last numbers stay readable
+                    self._retired_lost[traced.cgroup_id] = lost
+                    while len(self._retired_lost) > RETIRED_LOST_KEPT:
+                        self._retired_lost.popitem(last=False)
             self._by_fd.pop(traced.fd, None)
             os.close(traced.fd)
             traced.fd = None
@@ -480,16 +490,19 @@ class FtraceBackend:
     def stats(self) -> BackendStats:
         with self._lock:
             lost = self._lost_retired
-            live = [t.instance for t in self._traced.values()]
-            if self._watch is not None:
-                live.append(self._watch)
-            for instance in live:
+            by_cgroup = dict(self._retired_lost)
+            for traced in self._traced.values():
                 with contextlib.suppress(OSError):
-                    lost += parse.lost_events(instance.cpu_stats())
+                    by_cgroup[traced.cgroup_id] = parse.lost_events(traced.instance.cpu_stats())
+                    lost += by_cgroup[traced.cgroup_id]
+            if self._watch is not None:
+                with contextlib.suppress(OSError):
+                    lost += parse.lost_events(self._watch.cpu_stats())
             return BackendStats(
                 events_seen=self._seen,
                 events_dropped=lost,
                 maps=[MapStat("instances", len(self._traced), self.options.max_traced)],
+                lost={c: n for c, n in by_cgroup.items() if n},
             )
 
     def close(self) -> None:
