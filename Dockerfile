@@ -27,7 +27,11 @@ RUN PYTHON=/usr/bin/python3 PODTRACE_EXTRAS= PODTRACE_EDITABLE=0 \
  && cd / && rm -rf /tmp/podtrace-src /root/.cache
 WORKDIR /
 ENV PATH=/opt/podtrace/bin:$PATH PYTHONDONTWRITEBYTECODE=1
-# Non-root by default (the operator); the agent's DaemonSet asks for root itself.
+# Non-root by default (the operator); the agent's DaemonSet asks for root itself. The
+# user has a passwd entry: libraries ask for their user's name (getpass.getuser()).
+RUN groupadd --system --gid 65532 podtrace \
+ && useradd --system --uid 65532 --gid 65532 --home-dir /nonexistent --no-create-home \
+      --shell /usr/sbin/nologin podtrace
 USER 65532:65532
 ENTRYPOINT []
 CMD ["podtrace-operator", "--help"]
