@@ -106,12 +106,15 @@ class Lines:
         self._execs: dict[str, Counter[str]] = {}  # container id → filename → execs
 
     # -- the Mode ------------------------------------------------------------------
-    def added(self, container: Container, cgroup: ContainerCgroup, found: Found) -> None:
-        try:
-            self.backend.trace(cgroup.cgroup_id, cgroup.path, PROBES)
-        except CapacityError as err:  # a full table is reported, not fatal
-            self.problems.append(f"{cgroup.path} not traced: {err}")
-            return
+    def added(
+        self, container: Container, cgroup: ContainerCgroup, found: Found, traced: bool
+    ) -> None:
+        if not traced:  # auto-traced at mkdir with PROBES already, else traced here
+            try:
+                self.backend.trace(cgroup.cgroup_id, cgroup.path, PROBES)
+            except CapacityError as err:  # a full table is reported, not fatal
+                self.problems.append(f"{cgroup.path} not traced: {err}")
+                return
         identity = cgroup.identity
         self._say(container, {
             "type": "traced",

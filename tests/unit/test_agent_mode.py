@@ -7,6 +7,7 @@ the watch was away. (tests/cluster/test_e2e_loop.py runs the real thing.)"""
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,11 +77,15 @@ class Kube:
         self.statuses: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self.stop = threading.Event()
+        self.answer = threading.Event()  # cleared: an apiserver that hangs
+        self.answer.set()
 
     def patch_status(self, status: dict[str, Any]) -> None:
+        self.answer.wait(30)
         self.statuses.append(status)
 
     def write_event(self, **event: Any) -> None:
+        self.answer.wait(30)
         self.events.append(event)
 
 
@@ -119,9 +124,11 @@ class Node:
     clock: Clock
 
     def second(self) -> None:
-        """One turn a second later: counts read, Events written."""
+        """One turn a second later: counts read, Events and status written (by the
+        agent's writer thread: waited for here)."""
         self.clock.now += 1.0
         self.core.step(0)
+        assert self.agent.sender.idle(5)
 
 
 def node(tmp_path: Path) -> Node:
@@ -181,6 +188,8 @@ def test_a_container_that_goes_leaves_nothing(tmp_path: Path) -> None:
     n.backend.events = [CgroupEvent("rmdir", 11, 5, f"/{SUB}", 0),
                         CgroupEvent("rmdir", 10, 4, f"/{OWN}", 0)]
     n.second()
+    n.backend.counts = {}  # read once: the backend forgets removed cgroups
+    n.second()
     assert len(n.core.containers) == 0 and n.core.containers.cgroup_count == 0
     assert n.agent.state.cgroups == {} and n.agent._holds == {}
     assert [e["count"] for e in n.kube.events] == [3]  # its counts were read before it went
@@ -202,3 +211,26 @@ def test_a_relist_forgets_pods_deleted_meanwhile(tmp_path: Path) -> None:
     n.core.step(0)
     assert set(n.agent.state.pods) == {UID}
     assert n.agent._first_seen == {} and n.agent.limiter.due(1e9) == []
+
+
+def test_the_loop_does_not_wait_for_the_apiserver(tmp_path: Path) -> None:
+    n = node(tmp_path)
+    n.agent.inbox.put(("nodetracer", "SYNC", {"items": [nodetracer()]}))
+    n.agent.inbox.put(("pods", "SYNC", {"items": [pod()]}))
+    n.backend.events = [CgroupEvent("mkdir", 10, 4, f"/{OWN}", 0, traced=True)]
+    n.core.step(0)
+    n.kube.answer.clear()
+    start = time.monotonic()
+    for _ in range(3):
+        n.backend.events = [ExecEvent(10, 5, 1, 0, "sh", "/bin/sh", 0)]
+        n.clock.now += 1.0
+        n.core.step(0)  # a status and an Event to write each turn: none is waited for
+    assert time.monotonic() - start < 2.0
+    assert n.kube.events == [] and not n.agent.sender.idle(0.1)
+    n.kube.answer.set()
+    n.second()
+    assert n.kube.statuses and [e["count"] for e in n.kube.events] == [1]  # the one in flight
+    n.clock.now += 30  # the series' interval: the other two matches go out as one update
+    n.second()
+    n.second()
+    assert [e["count"] for e in n.kube.events] == [1, 3]

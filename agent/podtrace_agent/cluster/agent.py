@@ -49,11 +49,12 @@ from ..discovery import DiscoveryReport, discover
 from ..discovery.choice import Requested
 from ..scan import ContainerCgroup
 from .apply import apply_request, remove
-from .eventlimit import Action, EventLimiter
-from .kube import Kube, load_config
+from .eventlimit import EventLimiter, Series
+from .kube import REQUEST_TIMEOUT_S, Kube, load_config
 from .metrics import AgentMetrics
 from .plan import CgroupRef, TraceRequest, pod_view
 from .rules import Match
+from .sender import Sender
 from .serving import serve
 from .state import KnownCgroup, NodeState, Observation
 from .status import Health, node_status
@@ -110,6 +111,8 @@ class Agent:
     def __post_init__(self) -> None:
         self.limiter = EventLimiter(interval=self.options.event_interval)
         self.writer = StatusWriter(self._send_status, interval=self.options.status_interval)
+        self.sender = Sender(self.writer)  # every apiserver write, off the loop
+        self._writing: dict[tuple[str, str, str], tuple[Series, int, float, str]] = {}
         self._first_seen: dict[tuple[str, str, str], datetime] = {}
         # What the backend holds for each container's own cgroup (None: untraced), so
         # its sub-cgroups can follow; absent: not decided yet.
@@ -169,7 +172,9 @@ class Agent:
             del self._first_seen[key]
 
     # -- the Mode: what the core saw -------------------------------------------------
-    def added(self, container: Container, cgroup: ContainerCgroup, found: Found) -> None:
+    def added(
+        self, container: Container, cgroup: ContainerCgroup, found: Found, traced: bool
+    ) -> None:
         if container.primary != cgroup.cgroup_id:
             self._follow(container, cgroup.cgroup_id, cgroup.path)
             return
@@ -230,10 +235,11 @@ class Agent:
             self._write_events(now)
             self._report()
 
-    def finish(self) -> None:
-        """The last status, written at once."""
+    def finish(self, flush: float = REQUEST_TIMEOUT_S + 1) -> None:
+        """The last status, written at once (waited for up to `flush` seconds)."""
         self.writer.interval = 0
         self._report()
+        self.sender.close(flush)
 
     # -- sub-cgroups follow their container ------------------------------------------
     def _follow(self, container: Container, cgroup_id: int, path: str) -> None:
@@ -305,7 +311,21 @@ class Agent:
             self._first_seen.setdefault(series.key, datetime.now(UTC))
 
     def _write_events(self, now: float) -> None:
+        """Take the Event writes that finished; queue the ones due (off the loop)."""
+        for key, error in self.sender.done():
+            writing = self._writing.pop(key, None)
+            if writing is None:
+                continue
+            series, count, when, what = writing
+            if error is not None:
+                self.metrics.api_error("event")
+                log.warning("event %s not written: %s", what, error)
+            elif series is self.limiter.series(key):  # not forgotten meanwhile
+                self.limiter.written(series, when, count)
+                log.info("event %s", what)
         for action, series in self.limiter.due(now):
+            if series.key in self._writing:
+                continue
             pod_uid, source_id, rule_name = series.key
             source = self.state.sources.get(source_id)
             rule = next((r for r in source.rules if r.name == rule_name), None) if source else None
@@ -323,21 +343,16 @@ class Agent:
             related = {"apiVersion": "podtrace.io/v1alpha1", "kind": kind, "name": name}
             if ns:
                 related["namespace"] = ns
-            try:
-                self.kube.write_event(
-                    pod={"uid": pod_uid, "namespace": target.namespace, "name": target.pod},
-                    key=series.key,
-                    reason=rule.reason, type_=rule.type, note=note, action=rule.name,
-                    count=series.count, first_seen=self._first_seen.get(
-                        series.key, datetime.now(UTC)), related=related,
-                )
-            except Exception as err:
-                self.metrics.api_error("event")
-                log.warning("event %s for pod %s not written: %s", action.value, target.pod, err)
-                continue
-            self.limiter.written(series, now)
-            if action is Action.CREATE:
-                log.info("event %s on %s/%s", rule.reason, target.namespace, target.pod)
+            write = partial(
+                self.kube.write_event,
+                pod={"uid": pod_uid, "namespace": target.namespace, "name": target.pod},
+                key=series.key, reason=rule.reason, type_=rule.type, note=note,
+                action=rule.name, count=series.count,
+                first_seen=self._first_seen.get(series.key, datetime.now(UTC)), related=related,
+            )
+            what = f"{action.value} {rule.reason} on {target.namespace}/{target.pod}"
+            if self.sender.write(series.key, write):
+                self._writing[series.key] = (series, series.count, now, what)
 
     def _apply_plan(self) -> None:
         now_wall = datetime.now(UTC)
@@ -378,7 +393,7 @@ class Agent:
         self.metrics.set_state(status.traced_containers, stats.events_dropped,
                                [(m.name, m.used, m.capacity) for m in stats.maps])
         self.metrics.set_not_applied(status.targets)
-        self.writer.offer(status.to_wire(), time.monotonic())
+        self.sender.status(status.to_wire(), time.monotonic())
 
 def run_agent(options: AgentOptions) -> int:
     """The whole command; 1 when tracing cannot start on this node."""

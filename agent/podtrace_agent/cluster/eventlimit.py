@@ -73,11 +73,16 @@ class EventLimiter:
             out.append((Action.UPDATE if series.created else Action.CREATE, series))
         return out
 
-    def written(self, series: Series, now: float) -> None:
-        """The apiserver accepted the write of `series` made at `now`."""
+    def written(self, series: Series, now: float, count: int | None = None) -> None:
+        """The apiserver accepted the write of `series` made at `now`, with `count`
+        (default: its count now; a write that ran while more matches came in
+        reported fewer, and the rest is due at the next interval)."""
         series.created = True
-        series.reported = series.count
+        series.reported = series.count if count is None else count
         series.last_write = now
+
+    def series(self, key: tuple[str, str, str]) -> Series | None:
+        return self._series.get(key)
 
     def forget_pod(self, pod: str) -> None:
         """Drop the series of a pod that is gone."""

@@ -6,15 +6,19 @@ traces a NodeTracer's targets and reports).
 
 One turn (`step`): the enrichment answers that arrived → the backend's events
 (a new container cgroup is added, an event goes to its container's mode) →
-counts, when a cgroup went or `counts_every` passed → the removals (the last
-cgroup of a container takes the container with it) → a resync when due →
-the mode's `tick` → a heartbeat. Nothing in a turn waits on anything but the
-backend's poll timeout: CRI lookups run in `core.enrichment`'s worker.
+counts, when `counts_every` passed or cgroups went (at most every
+REMOVALS_EVERY_S: reading every traced cgroup's counts costs, and under churn
+cgroups go all the time) → the removals, after the counts that hold their
+final ones (the last cgroup of a container takes the container with it) → a
+resync when due → the mode's `tick` → a heartbeat. Nothing in a turn waits on
+anything but the backend's poll timeout: CRI lookups run in
+`core.enrichment`'s worker.
 
 A resync rescans the kubepods tree, as a watch relists: cgroups whose rmdir
 was lost (a full ring buffer) are removed, containers whose mkdir was lost
-are added. It runs when the backend reports dropped events and every
-`resync_every` seconds.
+are added, and containers the runtime could not name (it was down, or slow to
+register them) are asked about once more. It runs when the backend reports
+dropped events and every `resync_every` seconds.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from typing import Literal, Protocol
+
+from podtrace_api.nodetracer import IdentitySource
 
 from ..backend import Backend, CgroupEvent, Event, KubepodsRootLike
 from ..discovery.tree import CgroupTree, FsTree
@@ -31,6 +37,7 @@ from .enrichment import Enrichment
 from .health import Heartbeat
 
 POLL_S = 0.25
+REMOVALS_EVERY_S = 1.0
 RESYNC_EVERY_S = 60.0
 DROPS_EVERY_S = 5.0  # how often the backend's dropped-event count is looked at
 
@@ -40,8 +47,11 @@ Found = Literal["scan", "mkdir"]
 class Mode(Protocol):
     """What a command does with what the core sees. Called from the loop only."""
 
-    def added(self, container: Container, cgroup: ContainerCgroup, found: Found) -> None:
-        """A container cgroup is known (the container's first, or one more)."""
+    def added(
+        self, container: Container, cgroup: ContainerCgroup, found: Found, traced: bool
+    ) -> None:
+        """A container cgroup is known (the container's first, or one more); `traced`:
+        the backend traces it already (auto-traced at mkdir)."""
         ...
 
     def enriched(self, container: Container) -> None:
@@ -113,6 +123,7 @@ class Core:
         self.clock = clock
         self.unattributed = 0  # events of cgroups not known as containers'
         self.resyncs = 0
+        self._gone: list[int] = []  # removed cgroups waiting for their final counts
         now = clock()
         self._last_counts = now
         self._last_resync = now
@@ -127,9 +138,9 @@ class Core:
     def adopt(self, cgroups: list[ContainerCgroup], found: Found = "scan") -> None:
         """Add container cgroups found outside the backend's events."""
         for cgroup in cgroups:
-            self._add(cgroup, found)
+            self._add(cgroup, found, traced=False)
 
-    def _add(self, cgroup: ContainerCgroup, found: Found) -> None:
+    def _add(self, cgroup: ContainerCgroup, found: Found, traced: bool) -> None:
         added = self.containers.add(cgroup)
         if added is None:
             return
@@ -138,7 +149,7 @@ class Core:
             answer = self.enrichment.request(container.container_id, cgroup.path)
             if answer is not None:
                 container.identity = answer
-        self.mode.added(container, cgroup, found)
+        self.mode.added(container, cgroup, found, traced)
         if added.new and container.identity is not None:
             self.mode.enriched(container)
 
@@ -166,14 +177,26 @@ class Core:
         self.mode.counted(list(self.containers))
 
     # -- resync --------------------------------------------------------------------
+    def settle(self) -> None:
+        """Read the counts, then take the removals that waited for them."""
+        self.read_counts()
+        gone, self._gone = self._gone, []
+        for cgroup_id in gone:
+            self._remove(cgroup_id)
+
     def resync(self) -> None:
         """Rescan kubepods: forget cgroups that are gone, add ones not known."""
         present = {c.cgroup_id: c for c in self.scan()}
         gone = [c for c in self.containers.cgroup_ids() if c not in present]
         if gone:
-            self.read_counts()
-        for cgroup_id in gone:
-            self._remove(cgroup_id)
+            self._gone.extend(gone)
+            self.settle()
+        if self.enrichment.asynchronous:
+            for container in self.containers:
+                identity = container.identity
+                if identity is not None and identity.source is not IdentitySource.CRI:
+                    self.enrichment.request(container.container_id,
+                                            container.cgroups[container.key_cgroup])
         self.adopt([c for c in present.values() if self.containers.of_cgroup(c.cgroup_id)
                     is None], "scan")
         self.resyncs += 1
@@ -193,11 +216,11 @@ class Core:
     def step(self, timeout: float = POLL_S) -> None:
         """One turn of the loop."""
         self.take_enrichments()
-        gone: list[int] = []
         for event in self.backend.poll(timeout):
             if isinstance(event, CgroupEvent):
                 if event.kind == "rmdir":
-                    gone.append(event.cgroup_id)
+                    if self.containers.of_cgroup(event.cgroup_id) is not None:
+                        self._gone.append(event.cgroup_id)
                 else:
                     self._on_mkdir(event)
                 continue
@@ -207,12 +230,10 @@ class Core:
                 continue
             self.mode.event(container, event)
         now = self.clock()
-        known_gone = [c for c in gone if self.containers.of_cgroup(c) is not None]
-        if known_gone or (self.counts_every is not None
-                          and now - self._last_counts >= self.counts_every):
-            self.read_counts()  # before the removals: a removed cgroup's final counts
-        for cgroup_id in known_gone:
-            self._remove(cgroup_id)
+        since = now - self._last_counts
+        if (self.counts_every is not None and since >= self.counts_every) or (
+                self._gone and since >= REMOVALS_EVERY_S):
+            self.settle()
         if self._resync_due(now):
             self.resync()
         self.mode.tick(now)
@@ -221,7 +242,7 @@ class Core:
     def _on_mkdir(self, event: CgroupEvent) -> None:
         cgroup = container_cgroup(self.kubepods.path, event.cgroup_id, event.path)
         if cgroup is not None:
-            self._add(cgroup, "mkdir")
+            self._add(cgroup, "mkdir", traced=event.traced)
 
     def run(self, stop: Stop) -> None:
         """Turn until stopped; then take what the backend still holds and the
@@ -230,6 +251,6 @@ class Core:
             while not stop.reached():
                 self.step(stop.remaining())
             self.step(0)
-            self.read_counts()
+            self.settle()
         finally:
             self.heartbeat.stopped()
