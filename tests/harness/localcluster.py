@@ -57,6 +57,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -87,8 +88,7 @@ ENV_FILE = "env"
 KUBECONFIG = "kubeconfig"
 QOS_DIRS = ("kubepods/besteffort", "kubepods/burstable", "kubepods")  # deepest first
 CNI_PLUGINS = Path("/usr/lib/cni")  # Debian's containernetworking-plugins
-POD_BRIDGE = "podtrace0"
-POD_SUBNET = "10.244.0.0/24"
+POD_BRIDGE_PREFIX = "podtrace"  # node i's pod bridge is podtrace<i>, its subnet 10.244.<i>.0/24
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 _TOOLS = ("containerd", "containerd-shim-runc-v2", "ctr", "runc", "setpriv", "umount")
 
@@ -410,8 +410,56 @@ def _kubelet_pod_uids(kubelet_root: Path) -> list[str]:
 # --- the cluster -----------------------------------------------------------------------------
 
 
+@dataclass
+class ClusterNode:
+    """One node: its own containerd (root, state, socket), kubelet (root dir, ports, node
+    name) and cgroup root, and its own pod bridge and subnet."""
+
+    name: str
+    index: int  # 0-based
+    cgroup_root: str
+    containerd_dir: Path
+    kubelet_dir: Path
+    containerd: Containerd | None = None
+    kubelet: Kubelet | None = None
+
+    @property
+    def bridge(self) -> str:
+        return f"{POD_BRIDGE_PREFIX}{self.index}"
+
+    @property
+    def subnet(self) -> str:
+        return f"10.244.{self.index}.0/24"
+
+    @property
+    def kubepods(self) -> str:
+        """The node's kubepods cgroup (relative to each hierarchy's root), e.g. /kubepods."""
+        return "/" + "/".join(p for p in (self.cgroup_root.strip("/"), "kubepods") if p)
+
+    def record(self) -> dict[str, Any]:
+        return {"node_name": self.name, "cgroup_root": self.cgroup_root,
+                "containerd_dir": str(self.containerd_dir), "kubelet_dir": str(self.kubelet_dir),
+                "bridge": self.bridge}  # fmt: skip
+
+
+def node_specs(base_name: str, count: int, cgroup_root: str = "/") -> list[tuple[str, str]]:
+    """(node name, cgroup root) of each node: one node keeps `base_name` and `cgroup_root`;
+    several are `<base>-1..N`, each under a cgroup root of its own name (as kind's nodes
+    live under their containers' cgroups), so no kubelet sees another's pods.
+
+    >>> node_specs("n", 1)
+    [('n', '/')]
+    >>> node_specs("n", 2)
+    [('n-1', '/n-1'), ('n-2', '/n-2')]
+    """
+    if count == 1:
+        return [(base_name, cgroup_root)]
+    parent = cgroup_root.rstrip("/")
+    return [(f"{base_name}-{i}", f"{parent}/{base_name}-{i}") for i in range(1, count + 1)]
+
+
 class LocalCluster:
-    """etcd + kube-apiserver + containerd + kubelet, one Node, all torn down on exit.
+    """etcd + kube-apiserver + containerd + kubelet per node, all torn down on exit.
 
     `state_dir`: where containerd, the kubelet and the record live. None: a fresh
     temporary directory, removed on stop; a given directory is removed on stop too
@@ -430,21 +478,30 @@ class LocalCluster:
         binaries: K8sBinaries | None = None,
         cgroup_root: str = "/",
         in_cluster: bool = False,
+        nodes: int = 1,
     ) -> None:
         self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="podtrace-cluster-"))
         # Never remove a directory that held something else before we came.
         self._owns_state_dir = not self.state_dir.exists() or not any(self.state_dir.iterdir())
-        self.node_name = node_name
+        specs = node_specs(node_name, nodes, cgroup_root)
+        self.nodes = [
+            ClusterNode(name, i, root,
+                        self.state_dir / ("containerd" if i == 0 else f"containerd-{i + 1}"),
+                        self.state_dir / ("kubelet" if i == 0 else f"kubelet-{i + 1}"))
+            for i, (name, root) in enumerate(specs)
+        ]  # fmt: skip
+        self.node_name = self.nodes[0].name  # the first node, for single-node callers
         self.image_name = image_name
         self.progress = progress or _stderr_progress
         self.ready_timeout = ready_timeout
         self.keep_state = keep_state
         self.binaries = binaries
-        self.cgroup_root = cgroup_root
+        self.cgroup_root = self.nodes[0].cgroup_root
         # What an in-cluster install needs beyond bare pods: kube-scheduler and
         # kube-controller-manager (Deployments, DaemonSets), a pod network (bridge CNI),
-        # and an apiserver that pods on that network can reach at the node's IP.
-        self.in_cluster = in_cluster
+        # and an apiserver that pods on that network can reach at the node's IP. Several
+        # nodes need the scheduler as well.
+        self.in_cluster = in_cluster or nodes > 1
         self.controlplane: ControlPlane | None = None
         self.kubeconfig = self.state_dir / KUBECONFIG
         self.apiserver: LocalAPIServer | None = None
@@ -497,23 +554,25 @@ class LocalCluster:
             image=self.image_name,
             supervisor_pid=os.getpid(),
             kubeconfig=str(self.kubeconfig),
-            containerd_dir=str(self.state_dir / "containerd"),
-            kubelet_dir=str(self.state_dir / "kubelet"),
+            containerd_dir=str(self.nodes[0].containerd_dir),
+            kubelet_dir=str(self.nodes[0].kubelet_dir),
             cgroup_root=self.cgroup_root,
             in_cluster=self.in_cluster,
+            nodes=[node.record() for node in self.nodes],
         )
         binaries = self.binaries or ensure_binaries()
         problems = missing_prerequisites(binaries, in_cluster=self.in_cluster)
         if problems:
             raise PrerequisiteMissing("local cluster needs: " + "; ".join(problems))
         assert binaries.kubelet is not None
-        busy = sorted({p.name for p in foreign_pods(self.cgroup_root)})
-        if busy:
-            raise ClusterError(
-                f"processes of pods this kubelet would not know run under {self.kubepods}: "
-                f"{', '.join(busy)} (another containerd's, e.g. a concurrent test run's); the "
-                "kubelet kills such orphans, so the cluster does not start next to them"
-            )
+        for node in self.nodes:
+            busy = sorted({p.name for p in foreign_pods(node.cgroup_root)})
+            if busy:
+                raise ClusterError(
+                    f"processes of pods this kubelet would not know run under {node.kubepods}: "
+                    f"{', '.join(busy)} (another containerd's, e.g. a concurrent test run's); "
+                    "the kubelet kills such orphans, so the cluster does not start next to them"
+                )
 
         t = time.monotonic()
         self._say(f"building the busybox image {self.image_name}")
@@ -546,62 +605,71 @@ class LocalCluster:
             self._say("kube-scheduler and kube-controller-manager healthy "
                       f"({self.timings['scheduler + controller-manager']:.1f}s)")  # fmt: skip
 
-        t = time.monotonic()
-        self._say("starting containerd")
-        self.containerd = Containerd(
-            sandbox_image=image.name,
-            workdir=self.state_dir / "containerd",
-            cni_bin_dir=CNI_PLUGINS if self.in_cluster else None,
-        )
-        self._write_cni_config(self.containerd.workdir)
-        self.containerd.start()
-        import_image(image, self.containerd.socket)
-        self._step("containerd + image", t)
-        self._say(f"containerd ready, image imported ({self.timings['containerd + image']:.1f}s)")
-
-        t = time.monotonic()
         self._save_record(
             sysctls=snapshot_sysctls(),
             created_container_logs_dir=not CONTAINER_LOGS_DIR.exists(),
         )
-        make_cgroup_root(self.cgroup_root)
-        self.kubelet = Kubelet(
-            binaries.kubelet,
-            directory=self.state_dir / "kubelet",
-            kubeconfig=self.kubeconfig,
-            runtime_endpoint=self.containerd.endpoint,
-            node_name=self.node_name,
-            client_ca=pki.ca_cert,
-            cgroup_root=self.cgroup_root,
-        )
-        self._say(f"starting kubelet as node {self.node_name} ({self.kubelet.node_ip})")
-        self.kubelet.start()
-        self._wait_node_ready()
-        self._step("node ready", t)
-        self._say(f"node {self.node_name} Ready ({self.timings['node ready']:.1f}s)")
+        for node in self.nodes:
+            self._start_node(node, image, binaries, pki.ca_cert)
+        self.containerd, self.kubelet = self.nodes[0].containerd, self.nodes[0].kubelet
+        t = time.monotonic()
+        for node in self.nodes:
+            self._wait_node_ready(node)
+            self._untaint_not_ready(node.name)
+        self._step("nodes ready", t)
+        self._say(f"{len(self.nodes)} node(s) Ready ({self.timings['nodes ready']:.1f}s)")
 
-        self._untaint_not_ready()
         self._bootstrap = _NamespaceBootstrap(self._api)
         self._bootstrap.start()
         self.startup_seconds = time.monotonic() - self._began
         self._save_record(
             server=self.apiserver.url,
             runtime_endpoint=self.containerd.endpoint,
-            node_ip=self.kubelet.node_ip,
-            kubelet_port=self.kubelet.port,
+            node_ip=self.kubelet.node_ip if self.kubelet else None,
+            kubelet_port=self.kubelet.port if self.kubelet else None,
             startup_seconds=round(self.startup_seconds, 1),
             timings={k: round(v, 2) for k, v in self.timings.items()},
         )
         self._write_env_file()
         self._say(f"cluster up in {self.startup_seconds:.1f}s")
 
-    def _write_cni_config(self, containerd_dir: Path) -> None:
+    def _start_node(
+        self, node: ClusterNode, image: Any, binaries: K8sBinaries, client_ca: Path
+    ) -> None:
+        """containerd (with the busybox image) and a kubelet registering `node`."""
+        assert binaries.kubelet is not None
+        t = time.monotonic()
+        node.containerd = Containerd(
+            sandbox_image=image.name,
+            workdir=node.containerd_dir,
+            cni_bin_dir=CNI_PLUGINS if self.in_cluster else None,
+        )
+        self._write_cni_config(node)
+        node.containerd.start()
+        import_image(image, node.containerd.socket)
+        self._step(f"{node.name}: containerd + image", t)
+        make_cgroup_root(node.cgroup_root)
+        node.kubelet = Kubelet(
+            binaries.kubelet,
+            directory=node.kubelet_dir,
+            kubeconfig=self.kubeconfig,
+            runtime_endpoint=node.containerd.endpoint,
+            node_name=node.name,
+            client_ca=client_ca,
+            cgroup_root=node.cgroup_root,
+        )
+        self._say(f"starting containerd and kubelet of node {node.name} "
+                  f"(cgroup root {node.cgroup_root})")  # fmt: skip
+        node.kubelet.start()
+
+    def _write_cni_config(self, node: ClusterNode) -> None:
         # containerd reports NetworkReady (and so the kubelet the Node Ready) only with a
         # CNI network configured. Without in_cluster, pods use the host network, which
         # never calls CNI, and a pod that does not fails with "failed to find plugin" (no
         # plugin binaries). With it, Debian's bridge and host-local plugins give pods a
         # network on a bridge whose host side routes to the node's IP; IPAM state stays
         # in our state dir.
+        containerd_dir = node.containerd_dir
         conf_dir = containerd_dir / "cni" / "conf"
         conf_dir.mkdir(parents=True, exist_ok=True)
         (conf_dir / "10-podtrace-hostnetwork-only.conflist").write_text(
@@ -612,12 +680,12 @@ class LocalCluster:
                     "plugins": [
                         {
                             "type": "bridge",
-                            "bridge": POD_BRIDGE,
+                            "bridge": node.bridge,
                             "isGateway": True,
                             "ipMasq": False,  # no traffic leaves the node; no iptables rules
                             "ipam": {
                                 "type": "host-local",
-                                "subnet": POD_SUBNET,
+                                "subnet": node.subnet,
                                 "routes": [{"dst": "0.0.0.0/0"}],
                                 "dataDir": str(containerd_dir / "cni" / "ipam"),
                             },
@@ -628,9 +696,9 @@ class LocalCluster:
             )
         )
 
-    def _node(self) -> dict[str, Any] | None:
+    def _node(self, name: str) -> dict[str, Any] | None:
         assert self._api is not None
-        status, body = self._api.request("GET", f"/api/v1/nodes/{self.node_name}")
+        status, body = self._api.request("GET", f"/api/v1/nodes/{name}")
         return body if status == 200 else None
 
     @staticmethod
@@ -640,32 +708,33 @@ class LocalCluster:
                 return dict(cond)
         return {}
 
-    def _wait_node_ready(self) -> None:
-        assert self.kubelet is not None
+    def _wait_node_ready(self, cluster_node: ClusterNode) -> None:
+        kubelet = cluster_node.kubelet
+        assert kubelet is not None
         deadline = time.monotonic() + self.ready_timeout
         registered = False
         node: dict[str, Any] | None = None
         while time.monotonic() < deadline:
             try:
-                self.kubelet.check_alive()
+                kubelet.check_alive()
             except KubeletError as exc:
                 raise ClusterError(str(exc)) from None
-            node = self._node()
+            node = self._node(cluster_node.name)
             if node is not None and not registered:
                 registered = True
-                self._say(f"node {self.node_name} registered, waiting for Ready")
+                self._say(f"node {cluster_node.name} registered, waiting for Ready")
             if node is not None and self._condition(node, "Ready").get("status") == "True":
                 return
             time.sleep(0.25)
         ready = self._condition(node, "Ready") if node else "node never registered"
         raise ClusterError(
-            f"node {self.node_name} not Ready after {self.ready_timeout:.0f}s: {ready}\n"
-            f"--- kubelet log (tail) ---\n{self.kubelet.log_tail()}"
+            f"node {cluster_node.name} not Ready after {self.ready_timeout:.0f}s: {ready}\n"
+            f"--- kubelet log (tail) ---\n{kubelet.log_tail()}"
         )
 
-    def _untaint_not_ready(self) -> None:
+    def _untaint_not_ready(self, name: str) -> None:
         assert self._api is not None
-        node = self._node() or {}
+        node = self._node(name) or {}
         taints = node.get("spec", {}).get("taints", [])
         for index in reversed(range(len(taints))):
             if taints[index].get("key") == NOT_READY_TAINT:
@@ -673,7 +742,7 @@ class LocalCluster:
                     {"op": "test", "path": f"/spec/taints/{index}/key", "value": NOT_READY_TAINT},
                     {"op": "remove", "path": f"/spec/taints/{index}"},
                 ]
-                self._api.request("PATCH", f"/api/v1/nodes/{self.node_name}", patch)
+                self._api.request("PATCH", f"/api/v1/nodes/{name}", patch)
 
     def _write_env_file(self) -> None:
         assert self.containerd is not None
@@ -685,6 +754,7 @@ class LocalCluster:
             "PODTRACE_KUBECTL": str(self.apiserver.binaries.kubectl if self.apiserver else ""),
             "PODTRACE_CLUSTER_STATE": str(self.state_dir),
             "PODTRACE_SECCOMP_DIR": str(self.seccomp_dir),
+            "PODTRACE_NODE_NAMES": " ".join(node.name for node in self.nodes),
         }
         lines = [f"{k}={_shell_quote(v)}" for k, v in env.items()]
         (self.state_dir / ENV_FILE).write_text(
@@ -704,24 +774,30 @@ class LocalCluster:
             self.controlplane.stop()
             self.controlplane = None
         uids: set[str] = set(self._record.get("pod_uids", []))
-        if self.kubelet is not None and self.kubelet.running and self._api is not None:
+        running = [n for n in self.nodes if n.kubelet is not None and n.kubelet.running]
+        if running and self._api is not None:
             uids |= self._delete_all_pods()
-        if self.kubelet is not None:
-            uids |= set(_kubelet_pod_uids(self.kubelet.paths.root_dir))
-            self.kubelet.stop()
-        if self.containerd is not None:
-            # Every remaining sandbox and container through CRI, then containerd itself, its
-            # shims' sockets, the besteffort pod cgroups, its mounts and its directory.
-            self.containerd.close()
-            self.containerd = None
+        had_kubelet = any(n.kubelet is not None for n in self.nodes)
+        for node in self.nodes:
+            if node.kubelet is not None:
+                uids |= set(_kubelet_pod_uids(node.kubelet.paths.root_dir))
+                node.kubelet.stop()
+            if node.containerd is not None:
+                # Every remaining sandbox and container through CRI, then containerd itself,
+                # its shims' sockets, the besteffort pod cgroups, its mounts and directory.
+                node.containerd.close()
+                node.containerd = None
+        self.containerd = None
         if self.apiserver is not None:
             self.apiserver.stop()
             self.apiserver = None
         cleanup_host(self._record, sorted(uids))
         if not self.keep_state and self._owns_state_dir:
             shutil.rmtree(self.state_dir, ignore_errors=True)
-        if self.kubelet is not None or self.startup_seconds is not None:
+        if had_kubelet or self.startup_seconds is not None:
             self.progress(f"cluster torn down in {time.monotonic() - began:.1f}s")
+        for node in self.nodes:
+            node.kubelet = None
         self.kubelet = None
 
     def _delete_all_pods(self, timeout: float = 60.0) -> set[str]:
@@ -802,14 +878,16 @@ class LocalCluster:
         restart_policy: str = "Never",
         grace_seconds: int = 1,
         extra_spec: dict[str, Any] | None = None,
+        node: str | None = None,
     ) -> dict[str, Any]:
-        """A Pod bound to this node (no scheduler) on the host network with the local image."""
+        """A Pod bound to `node` (default: the first; no scheduler needed) on the host
+        network with the local image."""
         return {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
             "spec": {
-                "nodeName": self.node_name,
+                "nodeName": node or self.node_name,
                 "hostNetwork": True,
                 "restartPolicy": restart_policy,
                 "terminationGracePeriodSeconds": grace_seconds,
@@ -849,25 +927,39 @@ class LocalCluster:
         )
 
 
+def node_records(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each node's part of a cluster record (older records: the one node's top-level keys)."""
+    state_dir = Path(record.get("state_dir", "/nonexistent"))
+    return list(record.get("nodes") or [{
+        "node_name": record.get("node_name", DEFAULT_NODE_NAME),
+        "cgroup_root": record.get("cgroup_root", "/"),
+        "containerd_dir": record.get("containerd_dir", str(state_dir / "containerd")),
+        "kubelet_dir": record.get("kubelet_dir", str(state_dir / "kubelet")),
+        "bridge": f"{POD_BRIDGE_PREFIX}0",
+    }])  # fmt: skip
+
+
 def cleanup_host(record: dict[str, Any], uids: Sequence[str] = ()) -> dict[str, Any]:
     """Undo what the cluster did to the host, from its record; safe to repeat.
     Returns what it found (for `down`'s report: all empty after a clean stop)."""
     state_dir = Path(record.get("state_dir", "/nonexistent"))
-    kubelet_root = Path(record.get("kubelet_dir", state_dir / "kubelet")) / "root"
+    nodes = node_records(record)
     apiserver_dirs = [Path(d) for d in record.get("apiserver_dirs", [])]
-    uids = sorted(
-        set(uids) | set(record.get("pod_uids", [])) | set(_kubelet_pod_uids(kubelet_root))
-    )
-    found: dict[str, Any] = {}
+    all_uids = set(uids) | set(record.get("pod_uids", []))
+    for node in nodes:
+        all_uids |= set(_kubelet_pod_uids(Path(node["kubelet_dir"]) / "root"))
+    found: dict[str, Any] = {"pod_cgroups": [], "pod_bridges": []}
     found["mounts"] = unmount_under(state_dir, *apiserver_dirs)
-    cgroup_root = record.get("cgroup_root", "/")
-    found["pod_cgroups"] = [str(d) for d in remove_pod_cgroups(uids, cgroup_root)]
-    remove_empty_qos_cgroups(cgroup_root)
+    for node in nodes:
+        cgroup_root = node["cgroup_root"]
+        removed = remove_pod_cgroups(sorted(all_uids), cgroup_root)
+        found["pod_cgroups"] += [str(d) for d in removed]
+        remove_empty_qos_cgroups(cgroup_root)
+        if record.get("in_cluster") and _remove_link(node["bridge"]):
+            found["pod_bridges"].append(node["bridge"])
     if record.get("sysctls"):
         found["sysctls_not_restored"] = restore_sysctls(record["sysctls"])
     remove_container_log_links(state_dir)
-    if record.get("in_cluster"):
-        found["pod_bridge"] = _remove_link(POD_BRIDGE)
     if record.get("created_container_logs_dir") and CONTAINER_LOGS_DIR.is_dir():
         with contextlib.suppress(OSError):
             CONTAINER_LOGS_DIR.rmdir()  # only if empty: other writers keep it
@@ -919,23 +1011,26 @@ def sweep(state_dir: Path, progress: Progress = _stderr_progress) -> dict[str, A
         with contextlib.suppress(OSError):
             state_dir.rmdir()
         return {}
+    nodes = node_records(record)
     needles = [
-        record.get("kubelet_dir", ""),
-        record.get("containerd_dir", ""),
+        *(n["kubelet_dir"] for n in nodes),
+        *(n["containerd_dir"] for n in nodes),
         *record.get("apiserver_dirs", []),
     ]
-    kubelet_root = Path(record.get("kubelet_dir", state_dir / "kubelet")) / "root"
-    uids = _kubelet_pod_uids(kubelet_root)
+    uids = [u for n in nodes for u in _kubelet_pod_uids(Path(n["kubelet_dir"]) / "root")]
     strays = [p for p in _processes_mentioning(needles) if _is_not_shim(p)]
     if strays:
         progress(f"stopping {len(strays)} leftover cluster processes")
         _terminate(strays)
-    containerd_dir = Path(record.get("containerd_dir", state_dir / "containerd"))
-    if (containerd_dir / "config.toml").exists():
-        # Restarting our containerd finds the containers whose shims outlived it and
-        # removes them through CRI, as a clean stop would have.
-        progress("removing leftover pods through CRI")
-        Containerd(sandbox_image=record.get("image", DEFAULT_NAME), workdir=containerd_dir).close()
+    for node in nodes:
+        containerd_dir = Path(node["containerd_dir"])
+        if (containerd_dir / "config.toml").exists():
+            # Restarting our containerd finds the containers whose shims outlived it and
+            # removes them through CRI, as a clean stop would have.
+            progress(f"removing leftover pods of {node['node_name']} through CRI")
+            Containerd(
+                sandbox_image=record.get("image", DEFAULT_NAME), workdir=containerd_dir
+            ).close()
     shims = _processes_mentioning(needles)
     if shims:
         progress(f"stopping {len(shims)} leftover shim processes")
@@ -968,7 +1063,7 @@ def wait_for_quiet_kubepods(cgroup_root: str, timeout: float) -> list[Path]:
     return busy
 
 
-def cluster_for_tests(*, in_cluster: bool = False) -> Iterator[LocalCluster]:
+def cluster_for_tests(*, in_cluster: bool = False, nodes: int = 1) -> Iterator[LocalCluster]:
     """Body of a pytest fixture: skip (fail under PODTRACE_REQUIRE_ALL=1) when the host
     lacks what the cluster needs, else yield a started cluster and tear it down after.
 
@@ -989,17 +1084,20 @@ def cluster_for_tests(*, in_cluster: bool = False) -> Iterator[LocalCluster]:
         binaries = ensure_binaries()
     except PrerequisiteMissing as exc:
         prereq.missing(str(exc))
-    problems = missing_prerequisites(binaries, in_cluster=in_cluster)
+    problems = missing_prerequisites(binaries, in_cluster=in_cluster or nodes > 1)
     if problems:
         prereq.missing("local cluster needs: " + "; ".join(problems))
     cgroup_root = os.environ.get("PODTRACE_CLUSTER_CGROUP_ROOT", "/")
     wait_for_quiet_kubepods(cgroup_root, timeout=180.0)
-    if in_cluster and (binaries.kube_scheduler is None or binaries.kube_controller_manager is None):
+    in_cluster = in_cluster or nodes > 1
+    if in_cluster and None in (binaries.kube_scheduler, binaries.kube_controller_manager):
         prereq.missing(
             "kube-scheduler and kube-controller-manager did not build: run `make binaries` "
             "and read their build logs in ~/.cache/podtrace"
         )
-    with LocalCluster(binaries=binaries, cgroup_root=cgroup_root, in_cluster=in_cluster) as cluster:
+    with LocalCluster(
+        binaries=binaries, cgroup_root=cgroup_root, in_cluster=in_cluster, nodes=nodes
+    ) as cluster:
         yield cluster
 
 
@@ -1033,7 +1131,9 @@ def _print_summary(state_dir: Path) -> None:
     )
 
 
-def cmd_up(state_dir: Path, node_name: str, timeout: float, cgroup_root: str = "/") -> int:
+def cmd_up(
+    state_dir: Path, node_name: str, timeout: float, cgroup_root: str = "/", nodes: int = 1
+) -> int:
     began = time.monotonic()
     record = read_record(state_dir)
     if record is not None and _supervisor_alive(record):
@@ -1073,7 +1173,7 @@ def cmd_up(state_dir: Path, node_name: str, timeout: float, cgroup_root: str = "
         supervisor = subprocess.Popen(
             [sys.executable, "-m", "harness.localcluster", "serve",
              "--state-dir", str(state_dir), "--node-name", node_name,
-             "--cgroup-root", cgroup_root],
+             "--cgroup-root", cgroup_root, "--nodes", str(nodes)],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -1144,7 +1244,7 @@ class _Shutdown(BaseException):
     pass
 
 
-def cmd_serve(state_dir: Path, node_name: str, cgroup_root: str = "/") -> int:
+def cmd_serve(state_dir: Path, node_name: str, cgroup_root: str = "/", nodes: int = 1) -> int:
     """The supervisor: own the cluster until SIGTERM/SIGINT/SIGHUP, then tear it down."""
     stop = threading.Event()
     started = False
@@ -1166,18 +1266,20 @@ def cmd_serve(state_dir: Path, node_name: str, cgroup_root: str = "/") -> int:
         progress=progress,
         keep_state=True,
         cgroup_root=cgroup_root,
+        nodes=nodes,
     )
     try:
         cluster.start()
         started = True
         (state_dir / READY_MARK).write_text(f"{os.getpid()}\n")
         while not stop.wait(5.0):
-            for part, proc_ok in (
-                ("kubelet", cluster.kubelet is not None and cluster.kubelet.running),
-                ("containerd", cluster.containerd is not None and cluster.containerd.running),
-            ):
-                if not proc_ok:
-                    progress(f"warning: {part} is not running any more")
+            for node in cluster.nodes:
+                for part, proc_ok in (
+                    ("kubelet", node.kubelet is not None and node.kubelet.running),
+                    ("containerd", node.containerd is not None and node.containerd.running),
+                ):
+                    if not proc_ok:
+                        progress(f"warning: {node.name}'s {part} is not running any more")
     except _Shutdown as exc:
         progress(f"{exc} during bring-up: tearing down")
     except Exception as exc:
@@ -1208,15 +1310,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="/",
         help="kubelet's cgroupRoot (default /: pods under /kubepods as on a real node)",
     )
+    parser.add_argument(
+        "--nodes", type=int, default=1,
+        help="nodes, each with its own containerd, kubelet and cgroup root <root>/<node>; "
+             "more than one adds kube-scheduler and kube-controller-manager",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     state_dir = args.state_dir.resolve()
     if args.command == "up":
-        return cmd_up(state_dir, args.node_name, args.timeout, args.cgroup_root)
+        return cmd_up(state_dir, args.node_name, args.timeout, args.cgroup_root, args.nodes)
     if args.command == "down":
         return cmd_down(state_dir)
     if args.command == "status":
         return cmd_status(state_dir)
-    return cmd_serve(state_dir, args.node_name, args.cgroup_root)
+    return cmd_serve(state_dir, args.node_name, args.cgroup_root, args.nodes)
 
 
 if __name__ == "__main__":

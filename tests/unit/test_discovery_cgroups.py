@@ -292,3 +292,20 @@ def test_own_cgroup_by_hint_or_walk(tmp_path: Path) -> None:
     # the hint is relative to another namespace: found by walking
     assert own_cgroup(tmp_path, 42, "/../other") == "kubelet.slice/agent"
     assert own_cgroup(tmp_path, 43, "/") is None
+
+
+def test_an_agent_in_a_pod_traces_its_own_nodes_kubepods() -> None:
+    # Several nodes' kubelets on one host, each under its own cgroup root: the agent's
+    # own cgroup decides, even against a node with more pods, and it is no problem.
+    mine = KubepodsCandidate("node-1/kubepods", 11, 1)
+    other = KubepodsCandidate("node-2/kubepods", 22, 7)
+    chosen, others, problem = pick_kubepods(
+        [other, mine], "/node-1/kubepods/besteffort/pod1234/abcd"
+    )
+    assert chosen == mine and others == [other] and problem is None
+    # Outside every kubepods (a host process), the most pods win, reported as ambiguous.
+    chosen, others, problem = pick_kubepods([other, mine], "/user.slice")
+    assert chosen == other and problem is not None and problem.reason == "KubepodsAmbiguous"
+    # A sibling whose name starts the same is not an ancestor.
+    chosen, _, _ = pick_kubepods([mine, other], "/node-1/kubepods-x/pod1")
+    assert chosen == other

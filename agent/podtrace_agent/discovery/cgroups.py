@@ -187,17 +187,29 @@ def _is_pod(path: str) -> bool:
 
 
 def pick_kubepods(
-    candidates: list[KubepodsCandidate],
+    candidates: list[KubepodsCandidate], own_cgroup: str = ""
 ) -> tuple[KubepodsCandidate | None, list[KubepodsCandidate], Problem | None]:
     """The kubepods cgroup to trace, the others, and a problem to report.
 
-    A node where kubelet switched drivers (or a test) can have both kubepods and
-    kubepods.slice: the one with the most pods wins (ties: the shallower, then
-    the systemd one, which kubelet's default driver creates); the others are
-    reported, since pods there are not traced.
+    An agent that runs in a pod (the DaemonSet) lives under its own node's kubepods:
+    that one is the node's, whatever else is there (e.g. several nodes' kubelets on one
+    host, each under its own cgroup root). Otherwise a node where kubelet switched
+    drivers (or a test) can have both kubepods and kubepods.slice: the one with the
+    most pods wins (ties: the shallower, then the systemd one, which kubelet's default
+    driver creates); the others are reported, since pods there are not traced.
+
+    >>> a, b = KubepodsCandidate("n1/kubepods", 1, 1), KubepodsCandidate("n2/kubepods", 2, 5)
+    >>> pick_kubepods([a, b], "/n1/kubepods/besteffort/pod1/c1")[0].path
+    'n1/kubepods'
+    >>> pick_kubepods([a, b])[0].path
+    'n2/kubepods'
     """
     if not candidates:
         return None, [], None
+    own = own_cgroup.strip("/")
+    mine = [c for c in candidates if own.startswith(c.path + "/")]
+    if mine:
+        return mine[0], [c for c in candidates if c is not mine[0]], None
     ranked = sorted(
         candidates,
         key=lambda c: (-c.pods, c.level, c.driver is not CgroupDriver.SYSTEMD, c.path),

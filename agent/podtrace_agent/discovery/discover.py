@@ -71,7 +71,9 @@ def discover(
     def nesting(cgroup2: str) -> Nesting | Problem:
         return place(cgroup2, tracefs, agent_cgroup)
 
-    cgroup, cgroup_problems = discover_cgroups(mounts, filesystems, cgroupfs, kubepods, nesting)
+    cgroup, cgroup_problems = discover_cgroups(
+        mounts, filesystems, cgroupfs, kubepods, nesting, own_cgroup=agent_cgroup
+    )
     kernel = KernelReport(release=release, btf=btf_present(), tracefs=tracefs)
 
     bcc = check_bcc(release, *bcc_facts(release))
@@ -100,6 +102,7 @@ def discover_cgroups(
     cgroupfs: str | None,
     kubepods: str | None = None,
     nesting: Callable[[str], Nesting | Problem] | None = None,
+    own_cgroup: str = "",
 ) -> tuple[CgroupReport, list[Problem]]:
     """The cgroup part: layout, host namespace, kubepods (reads the cgroup2 tree),
     and, for a mount below the host's root, where it sits (`nesting`, given the
@@ -115,7 +118,9 @@ def discover_cgroups(
     if kubepods is not None:
         chosen, others, problem = given_kubepods(tree, kubepods, candidates, layout.cgroup2)
     else:
-        chosen, others, problem = pick_kubepods(candidates)
+        # The agent's own cgroup (relative to its cgroup2 mount's root, as is every path
+        # here) names its node's kubepods when it runs in a pod.
+        chosen, others, problem = pick_kubepods(candidates, own_cgroup)
         if chosen is None:
             problem = no_kubepods(layout.cgroup2, is_host, layout.mount_root)
     if problem is not None:
