@@ -38,6 +38,8 @@ def test_kubepods_root_below_a_namespace_root_is_absolute(tmp_path: Path) -> Non
         "podtrace_agent.discovery.nesting",
         "podtrace_agent.bpf.wire",
         "podtrace_agent.bpf.tables",
+        "podtrace_agent.bpf.rows",
+        "podtrace_agent.bpf.loader",
         "podtrace_agent.ftrace.parse",
         "podtrace_agent.ftrace.tracefs",
     ],

@@ -120,6 +120,7 @@ def test_cflags() -> None:
         '-DQOS_BURSTABLE="kubepods-burstable.slice/"',
         "-DAUTO_TRACE_MASK=3",
         "-DMAX_TRACED=64",
+        "-DMAX_REMOVED=1024",
         "-DRINGBUF_PAGES=8",
         "-DNR_OPEN=-1",
         "-DNR_OPENAT=257",

@@ -40,13 +40,14 @@
 
 /* traced_cgroup.flags */
 #define TRACED_AUTO 0x1 /* inserted by the cgroup_mkdir hook */
-#define TRACED_DEAD 0x2 /* cgroup removed: user space reclaims its row */
 
 /* Indexes of the per-CPU `stats` array. */
 #define STAT_RINGBUF_FULL 0 /* an event was lost: ring buffer reservation failed */
 #define STAT_NO_SLOT 1      /* a new container cgroup found no free counter row */
 #define STAT_TRACED_FULL 2  /* a new container cgroup found the traced map full */
-#define NR_STATS 4
+#define STAT_FOREIGN_ROW 3  /* a syscall not counted: its entry's row belongs to another cgroup */
+#define STAT_UNRECORDED 4   /* a cgroup_rmdir not recorded in `removed` (map update failed) */
+#define NR_STATS 8
 
 /* Value of the `traced` map (key: cgroup2 id). */
 struct traced_cgroup {

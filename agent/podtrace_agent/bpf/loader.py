@@ -3,9 +3,9 @@ maps from user space and reads events and counters back.
 
 Counter rows: each traced cgroup owns one row of the per-CPU `counts` array
 (NR_SYSCALLS_MAX columns). Free rows wait in the BPF queue `free_slots`, which
-both the cgroup_mkdir hook (auto-tracing) and trace() pop from. A row goes
-back to the queue only zeroed, and only after a short quarantine: a CPU that
-looked the cgroup up just before its entry was deleted may still bump the row.
+both the cgroup_mkdir hook (auto-tracing) and trace() pop from. How entries and
+rows are kept exact while the kernel's hooks run concurrently is rows.py's
+part; `BccTables` is its view of the real maps.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from ..backend import (
     BackendError,
     BackendOptions,
     BackendStats,
-    CapacityError,
     CgroupEvent,
     Event,
     KubepodsRootLike,
@@ -35,13 +34,16 @@ from ..backend import (
 from ..ftrace.tracefs import TracefsError, event_fields, find_tracefs
 from ..kubepods import qos_names
 from . import btf
+from .fhandle import CgroupHandles
+from .rows import Entry, RowBook
 from .tables import SharedValues
 from .wire import BPF_DIR, C, OpenPrefix, TracedCgroup, decode
 
 PROGRAM = BPF_DIR / "podtrace.c"
-BPF_NOEXIST = 1
-QUARANTINE_S = 0.2
+BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 SWEEP_INTERVAL_S = 5.0
+# After events were lost (some may be rmdirs), sweep sooner, at most this often.
+LOSS_SWEEP_S = 0.5
 COLUMNS = C["NR_SYSCALLS_MAX"]
 # Reported as the syscall number of the last column (numbers beyond the table).
 OTHER_SYSCALL = -1
@@ -67,6 +69,7 @@ def program_cflags(
         f'-DQOS_BURSTABLE="{burstable}/"',
         f"-DAUTO_TRACE_MASK={int(options.auto_trace_mask)}",
         f"-DMAX_TRACED={options.max_traced}",
+        f"-DMAX_REMOVED={removed_capacity(options.max_traced)}",
         f"-DRINGBUF_PAGES={ringbuf_pages}",
     ]
     for name in ("open", "openat", "connect"):
@@ -76,6 +79,16 @@ def program_cflags(
     if exit_has_group_dead:
         flags.append("-DEXIT_HAS_GROUP_DEAD")
     return flags
+
+
+def removed_capacity(max_traced: int) -> int:
+    """Records of the `removed` LRU map: enough for the rmdirs of several sweep
+    intervals at any churn a node sees; past it the sweep's slower check applies.
+
+    >>> removed_capacity(512), removed_capacity(16)
+    (2048, 1024)
+    """
+    return max(4 * max_traced, 1024)
 
 
 def _errno(rc: int) -> int:
@@ -143,6 +156,95 @@ class CounterRows:
             raise BackendError(f"zeroing counter row {slot}: {os.strerror(error)}")
 
 
+class BccTables:
+    """rows.Tables over the loaded program's maps, through libbcc's map calls so
+    that each write returns its errno."""
+
+    def __init__(self, bpf: Any, rows: CounterRows, handles: CgroupHandles) -> None:
+        from bcc.libbcc import lib
+
+        self._lib = lib
+        self._traced = bpf[b"traced"]
+        self._fd = self._traced.map_fd
+        self._queue_fd = bpf[b"free_slots"].map_fd
+        self._owner_fd = bpf[b"row_owner"].map_fd
+        self._removed_fd = bpf[b"removed"].map_fd
+        self._rows = rows
+        self._handles = handles
+
+    def get(self, cgroup_id: int) -> Entry | None:
+        value = TracedCgroup()
+        rc = self._lib.bpf_lookup_elem(self._fd, ctypes.byref(ctypes.c_uint64(cgroup_id)),
+                                       ctypes.byref(value))
+        return None if rc < 0 else _entry(value)
+
+    def _write(self, cgroup_id: int, entry: Entry, flags: int) -> int:
+        value = TracedCgroup(entry.mask, entry.slot, entry.open_prefixes, entry.connect_ports,
+                             entry.flags, 0)
+        key = ctypes.c_uint64(cgroup_id)
+        return _errno(self._lib.bpf_update_elem(self._fd, ctypes.byref(key),
+                                                ctypes.byref(value), flags))
+
+    def insert(self, cgroup_id: int, entry: Entry) -> int:
+        return self._write(cgroup_id, entry, BPF_NOEXIST)
+
+    def update(self, cgroup_id: int, entry: Entry) -> int:
+        return self._write(cgroup_id, entry, BPF_EXIST)
+
+    def delete(self, cgroup_id: int) -> int:
+        key = ctypes.c_uint64(cgroup_id)
+        return _errno(self._lib.bpf_delete_elem(self._fd, ctypes.byref(key)))
+
+    def entries(self) -> dict[int, Entry]:
+        return {key.value: _entry(value) for key, value in self._traced.items()}
+
+    def pop_row(self) -> int | None:
+        row = ctypes.c_uint32()
+        if self._lib.bpf_lookup_and_delete(self._queue_fd, None, ctypes.byref(row)) < 0:
+            return None
+        return row.value
+
+    def push_row(self, row: int) -> int:
+        value = ctypes.c_uint32(row)
+        return _errno(self._lib.bpf_update_elem(self._queue_fd, None, ctypes.byref(value),
+                                                BPF_ANY))
+
+    def set_owner(self, row: int, cgroup_id: int) -> int:
+        key, value = ctypes.c_uint32(row), ctypes.c_uint64(cgroup_id)
+        return _errno(self._lib.bpf_update_elem(self._owner_fd, ctypes.byref(key),
+                                                ctypes.byref(value), BPF_ANY))
+
+    def owners(self) -> dict[int, int]:
+        """row -> owner cgroup id, for audits."""
+        value = ctypes.c_uint64()
+        result = {}
+        for row in range(self._traced.max_entries):
+            key = ctypes.c_uint32(row)
+            if self._lib.bpf_lookup_elem(self._owner_fd, ctypes.byref(key),
+                                         ctypes.byref(value)) == 0:
+                result[row] = value.value
+        return result
+
+    def read_row(self, row: int) -> dict[int, int]:
+        return self._rows.read(row)
+
+    def zero_row(self, row: int) -> None:
+        self._rows.zero(row)
+
+    def removed(self, cgroup_id: int) -> bool:
+        value = ctypes.c_uint64()
+        key = ctypes.c_uint64(cgroup_id)
+        return self._lib.bpf_lookup_elem(self._removed_fd, ctypes.byref(key),
+                                         ctypes.byref(value)) == 0
+
+    def alive(self, cgroup_id: int) -> bool:
+        return self._handles.alive(cgroup_id)
+
+
+def _entry(value: TracedCgroup) -> Entry:
+    return Entry(value.mask, value.slot, value.open_prefixes, value.connect_ports, value.flags)
+
+
 class BccBackend:
     """The eBPF backend (see the module docstring and bpf/podtrace.c)."""
 
@@ -166,13 +268,14 @@ class BccBackend:
         self.options = options or BackendOptions()
         self.ringbuf_pages = ringbuf_pages
         self._bpf: Any = None
+        self._book: RowBook | None = None
+        self._handles: CgroupHandles | None = None
         self._pending: list[Event] = []
         self._seen = 0
-        self._retired: dict[int, dict[int, int]] = {}
-        self._quarantine: list[tuple[float, int]] = []
         self._prefixes = SharedValues[str](C["MAX_PREFIXES"])
         self._ports = SharedValues[int](C["MAX_PORTS"])
         self._last_sweep = 0.0
+        self._dropped_at_sweep = 0
         # Without BTF: no ppid, no exit code, the classic sys_enter tracepoint.
         self.use_btf = use_btf
 
@@ -204,24 +307,45 @@ class BccBackend:
             from bcc import BPF
         except ImportError as err:
             raise BackendError(f"BCC's Python module is missing (python3-bpfcc): {err}") from err
+        try:
+            handles = CgroupHandles(self.kubepods.cgroup2)
+        except OSError as err:
+            raise BackendError(f"opening the cgroup2 mount {self.kubepods.cgroup2}: {err}") from err
+        if error := handles.resolve(self.kubepods.cgroup_id):
+            handles.close()
+            raise BackendError(
+                f"cgroup ids do not resolve on {self.kubepods.cgroup2} (open_by_handle_at: "
+                f"{os.strerror(error)}): the agent needs CAP_DAC_READ_SEARCH"
+            )
+        self._handles = handles
         cflags = self.cflags()
         try:
             # Tracepoints attach while BPF() returns: a container cgroup made in
             # the instant before the queue is filled is reported untraced.
             self._bpf = BPF(src_file=str(PROGRAM).encode(), cflags=cflags)
         except Exception as err:
+            self.close()
             raise BackendError(f"compiling or loading {PROGRAM.name} failed: {err}") from err
-        free_slots = self._table("free_slots")
-        for slot in range(self.options.max_traced):
-            free_slots.push(ctypes.c_uint32(slot))
-        counts = self._table("counts")
-        self._rows = CounterRows(counts.map_fd, _possible_cpus())
+        rows = CounterRows(self._table("counts").map_fd, _possible_cpus())
+        tables = BccTables(self._bpf, rows, handles)
+        self._book = RowBook(tables, self.options.max_traced, self._release_filters)
+        for row in range(self.options.max_traced):
+            if error := tables.push_row(row):
+                self.close()
+                raise BackendError(f"filling free_slots: {os.strerror(error)}")
         self._table("events").open_ring_buffer(self._on_record)
 
     def _table(self, name: str) -> Any:
         if self._bpf is None:
             raise BackendError("backend not started")
         return self._bpf[name.encode()]  # BCC wants bytes names
+
+    @property
+    def book(self) -> RowBook:
+        """The entries and rows (rows.py); tests audit them."""
+        if self._book is None:
+            raise BackendError("backend not started")
+        return self._book
 
     # -- tracing ------------------------------------------------------------
 
@@ -235,122 +359,49 @@ class BccBackend:
     ) -> None:
         if below_kubepods(self.kubepods, path) is None:
             raise BackendError(f"{path} is not below {self.kubepods.path}")
-        traced = self._table("traced")
-        key = ctypes.c_uint64(cgroup_id)
+        book = self.book
         prefix_bits = self._acquire_prefixes(open_prefixes)
         try:
             port_bits = self._acquire_ports(connect_ports)
-        except CapacityError:
+        except BaseException:
             self._prefixes.release(prefix_bits)
             raise
-        entry = traced.get(key)
-        if entry is not None:
-            self._release_filters(entry)
-            if entry.flags & C["TRACED_DEAD"]:
-                self._prefixes.release(prefix_bits)
-                self._ports.release(port_bits)
-                self._reclaim(cgroup_id, entry)
-                return
-            entry.mask, entry.open_prefixes, entry.connect_ports = (
-                int(mask), prefix_bits, port_bits
-            )
-            traced[key] = entry
-            return
-        slot = self._pop_slot()
-        if slot is None:
-            self._prefixes.release(prefix_bits)
-            self._ports.release(port_bits)
-            raise CapacityError(f"all {self.options.max_traced} counter rows are in use")
-        entry = TracedCgroup(int(mask), slot, prefix_bits, port_bits, 0, 0)
-        error = self._insert(traced, key, entry)
-        if error:
-            self._push_slot(slot)
-            self._prefixes.release(prefix_bits)
-            self._ports.release(port_bits)
-            if error != errno.EEXIST:
-                raise CapacityError(f"cannot trace {path}: {os.strerror(error)}")
-            # The cgroup_mkdir hook got there first: keep its row, set the mask.
-            self.trace(cgroup_id, path, mask, open_prefixes, connect_ports)
+        book.trace(cgroup_id, int(mask), prefix_bits, port_bits)
 
     def untrace(self, cgroup_id: int) -> None:
-        traced = self._table("traced")
-        key = ctypes.c_uint64(cgroup_id)
-        entry = traced.get(key)
-        if entry is None:
-            return
-        del traced[key]
-        self._release_filters(entry)
-        self._quarantine.append((time.monotonic() + QUARANTINE_S, entry.slot))
+        self.book.untrace(cgroup_id)
 
     def _acquire_prefixes(self, prefixes: tuple[str, ...]) -> int:
         limit = C["PREFIX_MAX"]
         if too_long := [p for p in prefixes if len(p.encode()) > limit]:
             raise BackendError(f"open prefixes longer than {limit} bytes: {too_long}")
         bits, placed = self._prefixes.acquire(prefixes)
-        table = self._table("open_prefix")
-        for index, value in placed:
-            raw = value.encode()
-            table[ctypes.c_uint32(index)] = OpenPrefix(len(raw), raw)
+        try:
+            table = self._table("open_prefix")
+            for index, value in placed:
+                raw = value.encode()
+                table[ctypes.c_uint32(index)] = OpenPrefix(len(raw), raw)
+        except BaseException:
+            self._prefixes.release(bits)
+            raise
         return bits
 
     def _acquire_ports(self, ports: tuple[int, ...]) -> int:
         if bad := [p for p in ports if not 0 < p < 65536]:
             raise BackendError(f"not TCP/UDP ports: {bad}")
         bits, placed = self._ports.acquire(ports)
-        table = self._table("connect_port")
-        for index, value in placed:
-            table[ctypes.c_uint32(index)] = ctypes.c_uint32(value)
+        try:
+            table = self._table("connect_port")
+            for index, value in placed:
+                table[ctypes.c_uint32(index)] = ctypes.c_uint32(value)
+        except BaseException:
+            self._ports.release(bits)
+            raise
         return bits
 
-    def _release_filters(self, entry: TracedCgroup) -> None:
-        self._prefixes.release(entry.open_prefixes)
-        self._ports.release(entry.connect_ports)
-
-    @staticmethod
-    def _insert(table: Any, key: ctypes.c_uint64, entry: TracedCgroup) -> int:
-        """Insert only if absent: 0, or the errno (EEXIST, E2BIG when full)."""
-        from bcc.libbcc import lib
-
-        rc = lib.bpf_update_elem(table.map_fd, ctypes.byref(key), ctypes.byref(entry), BPF_NOEXIST)
-        return _errno(rc)
-
-    # -- counter rows -------------------------------------------------------
-
-    def _pop_slot(self) -> int | None:
-        self._release_quarantined()
-        try:
-            return int(self._table("free_slots").pop().value)
-        except KeyError:
-            return None
-
-    def _push_slot(self, slot: int) -> None:
-        self._table("free_slots").push(ctypes.c_uint32(slot))
-
-    def _release_quarantined(self, force: bool = False) -> None:
-        now = time.monotonic()
-        keep = []
-        for deadline, slot in self._quarantine:
-            if force or deadline <= now:
-                self._rows.zero(slot)
-                self._push_slot(slot)
-            else:
-                keep.append((deadline, slot))
-        self._quarantine = keep
-
-    def _reclaim(self, cgroup_id: int, entry: TracedCgroup) -> None:
-        """A removed cgroup: keep its final counts for one syscall_counts(), free its row."""
-        final = self._rows.read(entry.slot)
-        if final:
-            self._retired[cgroup_id] = final
-        self.untrace(cgroup_id)
-
-    def _sweep(self) -> None:
-        """Reclaim DEAD entries whose rmdir event was lost."""
-        dead = C["TRACED_DEAD"]
-        for key, entry in list(self._table("traced").items()):
-            if entry.flags & dead:
-                self._reclaim(key.value, entry)
-        self._last_sweep = time.monotonic()
+    def _release_filters(self, prefix_bits: int, port_bits: int) -> None:
+        self._prefixes.release(prefix_bits)
+        self._ports.release(port_bits)
 
     # -- results ------------------------------------------------------------
 
@@ -364,28 +415,34 @@ class BccBackend:
         bpf = self._bpf
         if bpf is None:
             raise BackendError("backend not started")
+        book = self.book
         if not self._pending:
             bpf.ring_buffer_poll(max(0, int(timeout * 1000)))
         bpf.ring_buffer_consume()
         events, self._pending = self._pending, []
-        traced = self._table("traced")
         for event in events:
             if isinstance(event, CgroupEvent) and event.kind == "rmdir":
-                entry = traced.get(ctypes.c_uint64(event.cgroup_id))
-                if entry is not None:
-                    self._reclaim(event.cgroup_id, entry)
-        if time.monotonic() - self._last_sweep > SWEEP_INTERVAL_S:
-            self._sweep()
-        self._release_quarantined()
+                book.reclaim_quietly(event.cgroup_id, "event")
+        since = time.monotonic() - self._last_sweep
+        dropped = self._dropped()
+        if since > SWEEP_INTERVAL_S or (dropped != self._dropped_at_sweep and since > LOSS_SWEEP_S):
+            book.sweep()
+            self._last_sweep, self._dropped_at_sweep = time.monotonic(), dropped
+        book.release_due()
         return events
 
+    def _dropped(self) -> int:
+        return sum(self._table("stats")[ctypes.c_uint32(C["STAT_RINGBUF_FULL"])])
+
     def syscall_counts(self) -> dict[int, dict[int, int]]:
-        result: dict[int, dict[int, int]] = {}
-        for key, entry in self._table("traced").items():
-            if entry.mask & Probe.SYSCALLS or entry.flags & C["TRACED_DEAD"]:
-                result[key.value] = self._rows.read(entry.slot)
-        result.update(self._retired)
-        self._retired = {}
+        book = self.book
+        result = {
+            cgroup_id: book.tables.read_row(entry.slot)
+            for cgroup_id, entry in book.tables.entries().items()
+            if entry.mask & Probe.SYSCALLS
+        }
+        result.update(book.retired)
+        book.retired = {}
         return result
 
     def stats(self) -> BackendStats:
@@ -398,15 +455,27 @@ class BccBackend:
             events_dropped=per_stat[C["STAT_RINGBUF_FULL"]],
             maps=[
                 MapStat("traced", traced, capacity),
-                MapStat("counts", traced + len(self._quarantine), capacity),
+                MapStat("counts", traced + len(self.book.quarantined), capacity),
                 MapStat("open_prefix", self._prefixes.used, C["MAX_PREFIXES"]),
                 MapStat("connect_port", self._ports.used, C["MAX_PORTS"]),
             ],
             untraced_for_capacity=per_stat[C["STAT_NO_SLOT"]] + per_stat[C["STAT_TRACED_FULL"]],
         )
 
+    def kernel_stats(self) -> dict[str, int]:
+        """The `stats` array by name (STAT_* of events.h), summed over CPUs."""
+        stats = self._table("stats")
+        return {
+            name.removeprefix("STAT_").lower(): sum(stats[ctypes.c_uint32(index)])
+            for name, index in C.items()
+            if name.startswith("STAT_")
+        }
+
     def close(self) -> None:
         if self._bpf is not None:
             self._bpf.cleanup()
             self._bpf = None
-
+        self._book = None
+        if self._handles is not None:
+            self._handles.close()
+            self._handles = None

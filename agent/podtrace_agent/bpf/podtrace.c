@@ -24,6 +24,7 @@
  *   QOS_BESTEFFORT, QOS_BURSTABLE its QoS cgroup names + "/" (container.h)
  *   AUTO_TRACE_MASK               PROBE_* bits for container cgroups created later
  *   MAX_TRACED                    traced cgroups = counter rows
+ *   MAX_REMOVED                   cgroup_rmdir records kept (`removed`, LRU)
  *   RINGBUF_PAGES                 ring buffer size in pages (power of two)
  *   NR_OPEN, NR_OPENAT, NR_CONNECT, NR_EXIT, NR_EXIT_GROUP  syscall numbers
  *   TASK_REAL_PARENT_OFF, TASK_TGID_OFF, TASK_EXIT_CODE_OFF  (optional, from BTF)
@@ -37,9 +38,23 @@
 #define PT_AF_INET 2
 #define PT_AF_INET6 10
 
+/* Bookkeeping shared with user space (rows.py says who writes what and why it
+ * is race-free). The hooks never write a `traced` value through a pointer: an
+ * element deleted or replaced by user space is reused at once (also with
+ * BPF_F_NO_PREALLOC since 6.1), so such a write could land in another cgroup's
+ * entry. */
 BPF_HASH(traced, u64, struct traced_cgroup, MAX_TRACED);
 /* Free counter rows. User space fills it, zeroing a row before it goes back. */
 BPF_QUEUE(free_slots, u32, MAX_TRACED);
+/* The cgroup a row was handed to, set before the entry pointing at it is
+ * inserted. sys_enter counts only into a row its cgroup owns, so an entry read
+ * from a reused element (or two entries on one row) never mixes counts. */
+BPF_ARRAY(row_owner, u64, MAX_TRACED);
+/* Cgroups removed below kubepods (id -> bpf_ktime_get_ns() of the rmdir),
+ * written only here. User space checks it after each write of `traced`, which
+ * may re-create the entry of a cgroup removed meanwhile, and in its sweep;
+ * unlike a flag in the entry, no user space write can erase it. */
+BPF_TABLE("lru_hash", u64, u64, removed, MAX_REMOVED);
 BPF_PERCPU_ARRAY(counts, u64, MAX_TRACED * NR_SYSCALLS_MAX);
 BPF_PERCPU_ARRAY(stats, u64, NR_STATS);
 BPF_ARRAY(open_prefix, struct open_prefix, MAX_PREFIXES);
@@ -143,6 +158,10 @@ TRACEPOINT_PROBE(cgroup, cgroup_mkdir)
 			struct traced_cgroup entry = {
 				.mask = AUTO_TRACE_MASK, .slot = slot, .flags = TRACED_AUTO,
 			};
+			u64 *owner = row_owner.lookup(&slot);
+
+			if (owner)
+				*owner = event->hdr.cgroup_id;
 			if (traced.insert(&event->hdr.cgroup_id, &entry) == 0) {
 				event->slot = slot;
 			} else {
@@ -165,14 +184,14 @@ TRACEPOINT_PROBE(cgroup, cgroup_rmdir)
 
 	if (!event)
 		return 0;
-	/* Mark, don't delete: user space reads the final counts, zeroes the row
-	 * and frees it (also when this event is lost, by scanning for DEAD). */
+	/* Record, don't touch the entry: user space reads the final counts, zeroes
+	 * the row and frees it, on this event or, when it is lost, on the record.
+	 * The slot in the event is for the reader's information only. */
+	if (removed.update(&event->hdr.cgroup_id, &event->hdr.timestamp_ns))
+		count_stat(STAT_UNRECORDED);
 	entry = traced.lookup(&event->hdr.cgroup_id);
-	if (entry) {
-		entry->mask = 0;
-		entry->flags |= TRACED_DEAD;
+	if (entry)
 		event->slot = entry->slot;
-	}
 	send_cgroup_event(event);
 	return 0;
 }
@@ -307,29 +326,40 @@ static __always_inline unsigned long syscall_arg(const void *regs, int i)
 #define syscall_arg(src, i) (((const unsigned long *)(src))[i])
 #endif
 
+static __always_inline void count_syscall(u64 cgroup_id, u32 slot, long nr)
+{
+	u32 column = (unsigned long)nr < NR_SYSCALLS_MAX - 1 ? nr : NR_SYSCALLS_MAX - 1;
+	u32 index = slot * NR_SYSCALLS_MAX + column;
+	u64 *owner = row_owner.lookup(&slot);
+	u64 *count;
+
+	if (!owner || *owner != cgroup_id) {
+		count_stat(STAT_FOREIGN_ROW);
+		return;
+	}
+	count = counts.lookup(&index);
+	if (count)
+		(*count)++;
+}
+
 static __always_inline int on_sys_enter(long nr, const void *src)
 {
 	u64 cgroup_id;
-	struct traced_cgroup *entry = current_traced(&cgroup_id);
-	u32 mask;
+	struct traced_cgroup *found = current_traced(&cgroup_id);
+	struct traced_cgroup entry;
 
-	if (!entry)
+	if (!found)
 		return 0;
-	mask = entry->mask;
-	if (mask & PROBE_SYSCALLS) {
-		u32 column = (unsigned long)nr < NR_SYSCALLS_MAX - 1 ? nr : NR_SYSCALLS_MAX - 1;
-		u32 index = entry->slot * NR_SYSCALLS_MAX + column;
-		u64 *count = counts.lookup(&index);
-
-		if (count)
-			(*count)++;
-	}
-	if ((mask & PROBE_OPEN) && nr == NR_OPENAT)
-		on_open(cgroup_id, entry, (const char *)syscall_arg(src, 1), syscall_arg(src, 2));
-	else if ((mask & PROBE_OPEN) && nr == NR_OPEN)
-		on_open(cgroup_id, entry, (const char *)syscall_arg(src, 0), syscall_arg(src, 1));
-	else if ((mask & PROBE_CONNECT) && nr == NR_CONNECT)
-		on_connect(cgroup_id, entry, (const void *)syscall_arg(src, 1), syscall_arg(src, 2));
+	/* One copy, at once: the element may be reused by user space's next write. */
+	__builtin_memcpy(&entry, found, sizeof(entry));
+	if (entry.mask & PROBE_SYSCALLS)
+		count_syscall(cgroup_id, entry.slot, nr);
+	if ((entry.mask & PROBE_OPEN) && nr == NR_OPENAT)
+		on_open(cgroup_id, &entry, (const char *)syscall_arg(src, 1), syscall_arg(src, 2));
+	else if ((entry.mask & PROBE_OPEN) && nr == NR_OPEN)
+		on_open(cgroup_id, &entry, (const char *)syscall_arg(src, 0), syscall_arg(src, 1));
+	else if ((entry.mask & PROBE_CONNECT) && nr == NR_CONNECT)
+		on_connect(cgroup_id, &entry, (const void *)syscall_arg(src, 1), syscall_arg(src, 2));
 	return 0;
 }
 
