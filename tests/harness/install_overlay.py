@@ -5,9 +5,9 @@ the overlay itself:
 - No kube-proxy, so the `kubernetes` Service's ClusterIP leads nowhere: pods are told
   the apiserver's real address (the node's IP; its serving certificate names it)
   through KUBERNETES_SERVICE_HOST/PORT, which in-cluster config reads.
-- containerd's CRI socket is in the cluster's state directory, not at
-  /run/containerd/containerd.sock: the agent gets it mounted and named with
-  --runtime-endpoint, as a user on a node with a non-default socket would.
+- Its nodes' containerd sockets are not /run/containerd/containerd.sock: the agent
+  gets the directory of every node's socket mounted and names its own node's with
+  --runtime-endpoint, as a user on nodes with a non-default socket would.
 
 Everything else (image, RBAC, ServiceAccounts, mounts, privileges) is manifests/ as a
 user applies it.
@@ -30,8 +30,8 @@ _WHY = """\
 # only what the local test cluster does differently from a real one:
 # - it runs no kube-proxy, so the `kubernetes` Service's ClusterIP leads nowhere: pods
 #   get the apiserver's address (the node's IP, named in its certificate) instead;
-# - its containerd socket is not /run/containerd/containerd.sock: the agent gets the
-#   real one mounted and passed with --runtime-endpoint.
+# - its nodes' containerd sockets are not /run/containerd/containerd.sock: the agent
+#   gets them mounted and its own node's passed with --runtime-endpoint.
 """
 
 
@@ -42,27 +42,27 @@ def _env_ops(container: int, host: str, port: int) -> list[dict[str, Any]]:
 
 
 def overlay(
-    directory: Path, apiserver_host: str, apiserver_port: int, cri_socket: Path
+    directory: Path, apiserver_host: str, apiserver_port: int, cri_sockets: Path
 ) -> dict[str, Any]:
-    """The overlay's kustomization for `directory` (which must be where it is written)."""
-    socket_name = cri_socket.name
+    """The overlay's kustomization for `directory` (which must be where it is written);
+    `cri_sockets` holds <node name>/containerd.sock for every node."""
     agent_ops = [
         *_env_ops(0, apiserver_host, apiserver_port),
         {
             "op": "add",
             "path": "/spec/template/spec/containers/0/command/-",
-            "value": f"--runtime-endpoint=unix://{AGENT_CRI_DIR}/{socket_name}",
+            "value": f"--runtime-endpoint=unix://{AGENT_CRI_DIR}/$(NODE_NAME)/containerd.sock",
         },
         {
             "op": "add",
             "path": "/spec/template/spec/volumes/-",
-            # The socket alone (type Socket), not the runtime's whole state directory.
-            "value": {"name": "cri", "hostPath": {"path": str(cri_socket), "type": "Socket"}},
+            # The sockets alone, not the runtimes' state directories.
+            "value": {"name": "cri", "hostPath": {"path": str(cri_sockets), "type": "Directory"}},
         },
         {
             "op": "add",
             "path": "/spec/template/spec/containers/0/volumeMounts/-",
-            "value": {"name": "cri", "mountPath": f"{AGENT_CRI_DIR}/{socket_name}"},
+            "value": {"name": "cri", "mountPath": AGENT_CRI_DIR, "readOnly": True},
         },
     ]
     return {
@@ -83,10 +83,10 @@ def overlay(
 
 
 def write_overlay(
-    directory: Path, apiserver_host: str, apiserver_port: int, cri_socket: Path
+    directory: Path, apiserver_host: str, apiserver_port: int, cri_sockets: Path
 ) -> Path:
     """Write the overlay into `directory`; returns it, for `kubectl apply -k`."""
     directory.mkdir(parents=True, exist_ok=True)
-    body = overlay(directory, apiserver_host, apiserver_port, cri_socket)
+    body = overlay(directory, apiserver_host, apiserver_port, cri_sockets)
     (directory / "kustomization.yaml").write_text(_WHY + yaml.safe_dump(body, sort_keys=False))
     return directory

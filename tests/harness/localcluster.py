@@ -647,6 +647,8 @@ class LocalCluster:
         self._write_cni_config(node)
         node.containerd.start()
         import_image(image, node.containerd.socket)
+        if self.in_cluster:
+            self._publish_cri_socket(node)
         self._step(f"{node.name}: containerd + image", t)
         make_cgroup_root(node.cgroup_root)
         node.kubelet = Kubelet(
@@ -661,6 +663,20 @@ class LocalCluster:
         self._say(f"starting containerd and kubelet of node {node.name} "
                   f"(cgroup root {node.cgroup_root})")  # fmt: skip
         node.kubelet.start()
+
+    @property
+    def cri_socket_dir(self) -> Path:
+        """<dir>/<node name>/containerd.sock is each node's CRI socket (bind mounts), so one
+        DaemonSet reaches every node's runtime with --runtime-endpoint=...$(NODE_NAME)...:
+        on a real cluster each node has its own /run/containerd."""
+        return self.state_dir / "cri"
+
+    def _publish_cri_socket(self, node: ClusterNode) -> None:
+        assert node.containerd is not None
+        target = self.cri_socket_dir / node.name / "containerd.sock"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.touch()
+        subprocess.run(["mount", "--bind", str(node.containerd.socket), str(target)], check=True)
 
     def _write_cni_config(self, node: ClusterNode) -> None:
         # containerd reports NetworkReady (and so the kubelet the Node Ready) only with a
@@ -799,6 +815,16 @@ class LocalCluster:
         for node in self.nodes:
             node.kubelet = None
         self.kubelet = None
+
+    def stop_node(self, name: str) -> None:
+        """Stop one node whole, as a machine that goes away: its kubelet, then its
+        containerd (with its containers). The Node object stays until deleted."""
+        node = next(n for n in self.nodes if n.name == name)
+        if node.kubelet is not None:
+            node.kubelet.stop()
+        if node.containerd is not None:
+            node.containerd.close()
+            node.containerd = None
 
     def _delete_all_pods(self, timeout: float = 60.0) -> set[str]:
         """Delete every pod and let the kubelet stop them (containers, volumes, cgroups)."""

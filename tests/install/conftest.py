@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -37,25 +38,15 @@ def podtrace_image() -> BuiltImage:
     return image
 
 
-@pytest.fixture(scope="module")
-def in_cluster() -> Iterator[LocalCluster]:
-    """The local cluster with scheduler, controller-manager and a pod network."""
-    yield from cluster_for_tests(in_cluster=True)
-
-
-@pytest.fixture(scope="module")
-def installed(
-    in_cluster: LocalCluster, podtrace_image: BuiltImage, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Installation]:
-    cluster = in_cluster
-    assert cluster.containerd is not None and cluster.apiserver is not None
+def install(cluster: LocalCluster, image: BuiltImage, overlay_dir: Path) -> Installation:
+    """The image into every node's containerd, then `kubectl apply -k` of the overlay."""
+    assert cluster.apiserver is not None
     began = time.monotonic()
-    import_archive(podtrace_image.tar, cluster.containerd.socket)
+    for node in cluster.nodes:
+        assert node.containerd is not None
+        import_archive(image.tar, node.containerd.socket)
     imported = time.monotonic() - began
-    overlay = write_overlay(
-        tmp_path_factory.mktemp("overlay"), node_ip(), cluster.apiserver.port,
-        cluster.containerd.socket,
-    )  # fmt: skip
+    overlay = write_overlay(overlay_dir, node_ip(), cluster.apiserver.port, cluster.cri_socket_dir)
     installation = Installation(
         kubectl_argv=[
             str(cluster.apiserver.binaries.kubectl),
@@ -68,10 +59,43 @@ def installed(
     installation.timings["containerd image import"] = imported
     installation.install()
     print(
-        f"\n[install] {podtrace_image.name} {podtrace_image.size_bytes / 2**20:.0f} MiB; "
+        f"\n[install] {image.name} {image.size_bytes / 2**20:.0f} MiB on "
+        f"{len(cluster.nodes)} node(s); "
         + "; ".join(f"{k} {v:.1f}s" for k, v in installation.timings.items()),
         flush=True,
     )
+    return installation
+
+
+@pytest.fixture(scope="module")
+def in_cluster() -> Iterator[LocalCluster]:
+    """The local cluster with scheduler, controller-manager and a pod network."""
+    yield from cluster_for_tests(in_cluster=True)
+
+
+@pytest.fixture(scope="module")
+def installed(
+    in_cluster: LocalCluster, podtrace_image: BuiltImage, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Installation]:
+    installation = install(in_cluster, podtrace_image, tmp_path_factory.mktemp("overlay"))
+    try:
+        yield installation
+    finally:
+        if not installation.uninstalled:
+            installation.uninstall(check=False)
+
+
+@pytest.fixture(scope="module")
+def two_nodes() -> Iterator[LocalCluster]:
+    """Two nodes, each with its own containerd, kubelet and cgroup root."""
+    yield from cluster_for_tests(nodes=2)
+
+
+@pytest.fixture(scope="module")
+def installed_on_two_nodes(
+    two_nodes: LocalCluster, podtrace_image: BuiltImage, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Installation]:
+    installation = install(two_nodes, podtrace_image, tmp_path_factory.mktemp("overlay"))
     try:
         yield installation
     finally:
