@@ -5,13 +5,22 @@ status), so a restarted operator does not repeat what the stored status
 already says. What is raised anyway more than once — the same type, reason
 and note about the same object — becomes one events.k8s.io/v1 Event with a
 growing `series` instead of a new Event each time, as client-go's recorder does.
+
+Exactly once across a crash or a leader change: the writer raises a
+transition's Events *before* it writes the status, and each Event carries the
+digest of the status the transition left (annotation `podtrace.io/occurrence`).
+A replica that died between the two leaves the old status stored; whoever
+writes next derives the same transition from it, finds its Events already
+carrying that digest, and only writes the status. The series count is read
+from the stored Event, not from memory.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +29,7 @@ from podtrace_api.conditions import get_condition
 from podtrace_api.observe import EventType
 
 REPORTING_CONTROLLER = "podtrace.io/operator"
+OCCURRENCE = "podtrace.io/occurrence"  # annotation: which transition raised it last
 MAX_NOTE = 1024  # events.k8s.io/v1 rejects longer notes
 
 
@@ -85,27 +95,38 @@ def event_name(ref: ObjectRef, spec: EventSpec) -> str:
     return f"{ref.name[:200]}.{digest}"
 
 
-@dataclass
-class SeriesBook:
-    """How often each Event was raised: the count to write on the next repeat."""
+def occurrence(old_status: Mapping[str, Any]) -> str:
+    """The key of a status transition: a digest of the stored status it leaves.
 
-    counts: dict[str, int] = field(default_factory=dict)
-
-    def record(self, name: str) -> int:
-        """Count one more occurrence; 1 means "create", more means "patch the series"."""
-        self.counts[name] = self.counts.get(name, 0) + 1
-        return self.counts[name]
-
-    def forget(self, name: str) -> None:
-        self.counts.pop(name, None)
+    >>> occurrence({"b": 1, "a": [2]}) == occurrence({"a": [2], "b": 1})
+    True
+    """
+    text = json.dumps(old_status, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-def new_event(ref: ObjectRef, spec: EventSpec, now: datetime, instance: str) -> dict[str, Any]:
-    """The body of a new events.k8s.io/v1 Event."""
+def raised_by(event: Mapping[str, Any]) -> str | None:
+    """The occurrence key a stored Event was last raised for."""
+    return ((event.get("metadata") or {}).get("annotations") or {}).get(OCCURRENCE)
+
+
+def next_count(event: Mapping[str, Any]) -> int:
+    """The series count of one more occurrence of a stored Event."""
+    return int((event.get("series") or {}).get("count") or 1) + 1
+
+
+def new_event(
+    ref: ObjectRef, spec: EventSpec, now: datetime, instance: str, key: str
+) -> dict[str, Any]:
+    """The body of a new events.k8s.io/v1 Event raised by the transition `key`."""
     return {
         "apiVersion": "events.k8s.io/v1",
         "kind": "Event",
-        "metadata": {"name": event_name(ref, spec), "namespace": ref.event_namespace},
+        "metadata": {
+            "name": event_name(ref, spec),
+            "namespace": ref.event_namespace,
+            "annotations": {OCCURRENCE: key},
+        },
         "eventTime": micro_time(now),
         "reportingController": REPORTING_CONTROLLER,
         "reportingInstance": instance[:128],
@@ -117,6 +138,9 @@ def new_event(ref: ObjectRef, spec: EventSpec, now: datetime, instance: str) -> 
     }
 
 
-def series_patch(count: int, now: datetime) -> dict[str, Any]:
-    """The merge patch that records a repeat of an existing Event."""
-    return {"series": {"count": count, "lastObservedTime": micro_time(now)}}
+def series_patch(count: int, now: datetime, key: str) -> dict[str, Any]:
+    """The merge patch that records a repeat of an existing Event, raised by `key`."""
+    return {
+        "metadata": {"annotations": {OCCURRENCE: key}},
+        "series": {"count": count, "lastObservedTime": micro_time(now)},
+    }

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -59,8 +59,11 @@ def load_configuration(kubeconfig: str | None) -> Configuration:
 class Kube:
     """Async JSON calls against one apiserver."""
 
-    def __init__(self, cfg: Configuration, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, cfg: Configuration, *, timeout: float = 30.0, user_agent: str = FIELD_MANAGER
+    ) -> None:
         self._cfg = cfg
+        self._user_agent = user_agent  # names the replica in the apiserver's audit log
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
 
@@ -94,7 +97,7 @@ class Kube:
     ) -> Any:
         """One call; the decoded JSON answer, or ApiError."""
         url = self._cfg.host.rstrip("/") + path + (f"?{urlencode(params)}" if params else "")
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", "User-Agent": self._user_agent}
         token = self._cfg.get_api_key_with_prefix("BearerToken")  # refreshes rotated tokens
         if token:
             headers["Authorization"] = token if " " in token else f"Bearer {token}"
@@ -109,17 +112,18 @@ class Kube:
                 raise ApiError(method, path, resp.status, text)
             return json.loads(text) if text else None
 
-    async def list_all(self, path: str, page: int = 500) -> AsyncIterator[dict[str, Any]]:
-        """Every item of a collection, in pages."""
+    async def list_snapshot(self, path: str, page: int = 500) -> tuple[list[dict[str, Any]], str]:
+        """Every item of a collection and the resourceVersion of that snapshot (the pages
+        of one list are one consistent snapshot)."""
         params = {"limit": str(page)}
+        items: list[dict[str, Any]] = []
         while True:
             answer = await self.request("GET", path, params=params)
-            for item in answer.get("items") or []:
-                yield item
-            token = (answer.get("metadata") or {}).get("continue")
-            if not token:
-                return
-            params = {"limit": str(page), "continue": token}
+            items += answer.get("items") or []
+            meta = answer.get("metadata") or {}
+            if not meta.get("continue"):
+                return items, str(meta.get("resourceVersion") or "")
+            params = {"limit": str(page), "continue": meta["continue"]}
 
     # -- NodeTracers: spec is ours ---------------------------------------------------------
 
@@ -175,33 +179,40 @@ class Kube:
             "POST", f"/apis/events.k8s.io/v1/namespaces/{quote(namespace)}/events", body
         )
 
+    async def get_event(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.request(
+                "GET", f"/apis/events.k8s.io/v1/namespaces/{quote(namespace)}/events/{quote(name)}"
+            )
+        except ApiError as err:
+            if err.status == 404:
+                return None
+            raise
+
     async def patch_event(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         await self.request(
             "PATCH", f"/apis/events.k8s.io/v1/namespaces/{quote(namespace)}/events/{quote(name)}",
             patch, content_type=MERGE_PATCH,
         )  # fmt: skip
 
-    # -- peering (read only: kopf itself writes the peering object) --------------------------
+    # -- leader election: one Lease in the operator's namespace ---------------------------
 
-    async def ensure_cluster_peering(self, name: str) -> bool:
-        """Create the ClusterKopfPeering if missing (kopf waits forever without it).
-        True when it was created."""
-        if await self.get_cluster_peering(name) is not None:
-            return False
-        body = {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
-                "metadata": {"name": name}}  # fmt: skip
-        try:
-            await self.request("POST", "/apis/kopf.dev/v1/clusterkopfpeerings", body)
-        except ApiError as err:
-            if err.status != 409:
-                raise
-            return False
-        return True
+    def _lease_path(self, namespace: str, name: str = "") -> str:
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{quote(namespace)}/leases"
+        return f"{path}/{quote(name)}" if name else path
 
-    async def get_cluster_peering(self, name: str) -> dict[str, Any] | None:
+    async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return await self.request("GET", f"/apis/kopf.dev/v1/clusterkopfpeerings/{quote(name)}")
+            return await self.request("GET", self._lease_path(namespace, name))
         except ApiError as err:
             if err.status == 404:
                 return None
             raise
+
+    async def create_lease(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self.request("POST", self._lease_path(body["metadata"]["namespace"]), body)
+
+    async def replace_lease(self, body: dict[str, Any]) -> dict[str, Any]:
+        """PUT with the resourceVersion read: 409 Conflict when another replica wrote since."""
+        meta = body["metadata"]
+        return await self.request("PUT", self._lease_path(meta["namespace"], meta["name"]), body)

@@ -3,9 +3,9 @@
     podtrace-operator --kubeconfig ~/.kube/config --verbose
     podtrace-operator --standalone                 # in a pod: in-cluster credentials
 
-Replicas coordinate through kopf peering (the ClusterKopfPeering named by
---peering, shipped in manifests/base): each replica takes a random priority
-unless --priority is given, the highest live one works, the others stand by.
+Replicas elect one writer with a coordination.k8s.io/v1 Lease (--lease, in
+--namespace; see leadership.py): every replica watches, the Lease's holder
+writes, the others stand by and take over when it stops renewing.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ import kopf
 from podtrace_api.base import parse_duration
 
 from . import handlers
-from .kube import Kube, load_configuration
-from .leadership import PeeringGate, Standalone, random_priority
+from .kube import FIELD_MANAGER, Kube, load_configuration
+from .leadership import LeaseGate, LeaseTimes, Standalone
 from .runtime import Runtime, Settings
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PEERING = "podtrace-operator"
+DEFAULT_LEASE = "podtrace-operator"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -41,16 +41,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--kubeconfig", help="kubeconfig file; default: in-cluster "
                         "ServiceAccount, else $KUBECONFIG or ~/.kube/config")  # fmt: skip
     parser.add_argument("--namespace", default=_own_namespace(),
-                        help="the namespace the operator runs in (names its peering "
-                        "identity); default: $POD_NAMESPACE or the ServiceAccount's")  # fmt: skip
-    peering = parser.add_mutually_exclusive_group()
-    peering.add_argument("--peering", default=DEFAULT_PEERING, metavar="NAME",
-                         help="the ClusterKopfPeering replicas coordinate through "
-                         f"(default {DEFAULT_PEERING})")  # fmt: skip
-    peering.add_argument("--standalone", "--no-peering", action="store_true",
-                         help="no peering: this process is the only writer")  # fmt: skip
-    parser.add_argument("--priority", type=int, default=None,
-                        help="peering priority (default: random, so replicas differ)")  # fmt: skip
+                        help="the namespace the operator runs in (holds its Lease); "
+                        "default: $POD_NAMESPACE or the ServiceAccount's")  # fmt: skip
+    election = parser.add_mutually_exclusive_group()
+    election.add_argument("--lease", default=DEFAULT_LEASE, metavar="NAME",
+                          help="the Lease replicas elect their writer with "
+                          f"(default {DEFAULT_LEASE})")  # fmt: skip
+    election.add_argument("--standalone", action="store_true",
+                          help="no Lease: this process is the only writer")  # fmt: skip
+    times = LeaseTimes()
+    parser.add_argument("--lease-duration", type=parse_duration,
+                        default=timedelta(seconds=times.duration),
+                        help="how long a standby waits after the holder's last renewal "
+                        f"(default {times.duration:.0f}s)")  # fmt: skip
+    parser.add_argument("--renew-deadline", type=parse_duration,
+                        default=timedelta(seconds=times.renew_deadline),
+                        help="the holder stops writing this long after its last renewal "
+                        f"(default {times.renew_deadline:.0f}s)")  # fmt: skip
+    parser.add_argument("--retry-period", type=parse_duration,
+                        default=timedelta(seconds=times.retry),
+                        help="how often to take or renew the Lease "
+                        f"(default {times.retry:.0f}s)")  # fmt: skip
     parser.add_argument("--liveness", metavar="URL",
                         help="serve liveness probes, e.g. http://0.0.0.0:8080/healthz")  # fmt: skip
     parser.add_argument("--pending-timeout", default="5m", type=parse_duration,
@@ -74,7 +85,8 @@ def _own_namespace() -> str:
 
 
 def identity(namespace: str) -> str:
-    """This replica's peering identity: namespace/pod (or host), pid."""
+    """This replica's identity (Lease holder, Events' reportingInstance, User-Agent):
+    namespace/pod (or host)/pid."""
     who = os.environ.get("POD_NAME") or socket.gethostname()
     return f"{namespace}/{who}/{os.getpid()}"
 
@@ -112,12 +124,23 @@ def operator_settings(args: argparse.Namespace) -> kopf.OperatorSettings:
     return settings
 
 
+def lease_times(args: argparse.Namespace) -> LeaseTimes:
+    times = LeaseTimes(
+        duration=args.lease_duration.total_seconds(),
+        renew_deadline=args.renew_deadline.total_seconds(),
+        retry=args.retry_period.total_seconds(),
+    )
+    times.check()
+    return times
+
+
 async def run(args: argparse.Namespace) -> int:
     cfg = load_configuration(args.kubeconfig)
-    kube = Kube(cfg)
     me = identity(args.namespace)
-    priority = args.priority if args.priority is not None else random_priority()
-    gate = Standalone() if args.standalone else PeeringGate(kube, args.peering, me, priority)
+    kube = Kube(cfg, user_agent=f"{FIELD_MANAGER} ({me})")
+    gate: LeaseGate | Standalone = Standalone()
+    if not args.standalone:
+        gate = LeaseGate(kube, args.namespace, args.lease, me, lease_times(args))
     runtime = Runtime(
         Settings(
             pending_timeout=args.pending_timeout,
@@ -127,28 +150,30 @@ async def run(args: argparse.Namespace) -> int:
         kube,
         gate,
     )
-    if isinstance(gate, PeeringGate) and await kube.ensure_cluster_peering(args.peering):
-        logger.info("created ClusterKopfPeering %s", args.peering)
-    tasks = [asyncio.create_task(runtime.run(), name="podtrace writer")]
-    if isinstance(gate, PeeringGate):
-        tasks.append(asyncio.create_task(gate.run(runtime.activated), name="podtrace peering"))
-        logger.info("peering %s as %s with priority %d", args.peering, me, priority)
+    writer = asyncio.create_task(runtime.run(), name="podtrace writer")
+    election = None
+    if isinstance(gate, LeaseGate):
+        election = asyncio.create_task(gate.run(runtime.activated), name="podtrace lease")
+        logger.info("electing the writer with Lease %s/%s as %s", args.namespace, args.lease, me)
     try:
         await kopf.operator(
             registry=handlers.registry,
             settings=operator_settings(args),
             memo=kopf.Memo(runtime=runtime, kubeconfig=args.kubeconfig),
             clusterwide=True,
-            standalone=bool(args.standalone),
-            peering_name=None if args.standalone else args.peering,
-            priority=priority,
-            identity=me,  # type: ignore[arg-type]
+            standalone=True,  # every replica watches; the Lease decides who writes
+            identity=me,  # type: ignore[arg-type]  # else kopf asks getpass (no passwd entry)
             liveness_endpoint=args.liveness,
         )
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # The writer stops before the Lease is given up: no write after the release.
+        for task in (writer, election):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if isinstance(gate, LeaseGate):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(gate.release(), 5)
         await kube.close()
     return 0
 
@@ -159,6 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(verbose=args.verbose, debug=args.debug)
     if args.pending_timeout <= timedelta(0):
         print("--pending-timeout must be positive", file=sys.stderr)
+        return 2
+    try:
+        lease_times(args)
+    except ValueError as err:
+        print(err, file=sys.stderr)
         return 2
     return asyncio.run(run(args))
 

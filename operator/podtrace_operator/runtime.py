@@ -10,7 +10,9 @@ serialized (no two writes to one object race each other).
 Stale watch events: after a write, a watch event already in flight may still
 carry the object as it was before that write. Each state remembers what its
 last write replaced; an event carrying exactly that is older than what we hold
-and is ignored, so a status or spec never flips back and forth.
+and is ignored, so a status or spec never flips back and forth. After a re-list
+(when this replica takes the Lease over), a watch event whose resourceVersion
+is not newer than the list's is older than what the list gave, and is ignored.
 """
 
 from __future__ import annotations
@@ -35,7 +37,16 @@ from podtrace_api.syscalls import name_of as name_of_syscall
 from podtrace_api.tracingpolicy import TracingPolicyStatus
 
 from .compiler import ClusterIndex, WireSpec
-from .events import EventSpec, ObjectRef, SeriesBook, event_name, new_event, series_patch
+from .events import (
+    EventSpec,
+    ObjectRef,
+    event_name,
+    new_event,
+    next_count,
+    occurrence,
+    raised_by,
+    series_patch,
+)
 from .inventory import labels_of, name_of, pod_record
 from .kube import CR, ApiError, Kube
 from .leadership import Gate, Standalone
@@ -88,6 +99,39 @@ def _created(body: Mapping[str, Any]) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else utcnow()
 
 
+def revision(body: Mapping[str, Any]) -> int | None:
+    """An object's resourceVersion as a number (etcd's revision), None when it is not one.
+
+    >>> revision({"metadata": {"resourceVersion": "42"}}), revision({})
+    (42, None)
+    """
+    try:
+        return int((body.get("metadata") or {}).get("resourceVersion") or "")
+    except ValueError:
+        return None
+
+
+def _version(body: Mapping[str, Any]) -> str:
+    return str((body.get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _status_patch(state: PolicyState | TraceState, old: WireSpec, new: WireSpec) -> WireSpec:
+    """The status merge patch, conditional on the version our decision was made from: the
+    apiserver answers 409 Conflict if the object changed since (a user's edit, or a write
+    of another replica), and nothing is written from a stale view."""
+    patch: WireSpec = {"status": replace_patch(old, new)}
+    if state.version:
+        patch["metadata"] = {"resourceVersion": state.version}
+    return patch
+
+
+def _took_answer(current: PolicyState | TraceState, answer: Mapping[str, Any]) -> None:
+    """Move a state to the version our write produced, unless a newer one arrived."""
+    mine, held = revision(answer), revision({"metadata": {"resourceVersion": current.version}})
+    if mine is None or held is None or mine > held:
+        current.version = _version(answer)
+
+
 def _changed_keys(old: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     return ", ".join(keys) or "nothing"
@@ -101,6 +145,7 @@ class PolicyState:
     parsed: Parsed
     status: TracingPolicyStatus | None
     replaced: dict[str, Any] | None = None  # the stored status our last write replaced
+    version: str = ""  # resourceVersion of what we hold: status writes are conditional on it
 
     @property
     def ref(self) -> ObjectRef:
@@ -118,6 +163,7 @@ class TraceState:
     parsed: Parsed
     status: ContainerTraceStatus | None
     replaced: dict[str, Any] | None = None
+    version: str = ""
 
     @property
     def ref(self) -> ObjectRef:
@@ -168,9 +214,9 @@ class Runtime:
         self.node_uids: dict[str, str] = {}
         self.deadlines: dict[str, datetime] = {}
         self.dirty = Dirty()
-        self.series = SeriesBook()
         self.synced = False  # kopf listed every watched kind once
-        self.needs_resync = False  # re-list before writing (after a pause)
+        self.needs_resync = False  # re-list before writing (on taking the Lease)
+        self.listed_at: dict[str, int] = {}  # kind → revision of its last re-list
         self.writes = 0  # apiserver writes done (for tests and probes)
         self._journal: list[tuple[Callable[[Mapping[str, Any]], None], Mapping[str, Any]]] | None
         self._journal = None
@@ -181,9 +227,16 @@ class Runtime:
     def _poke(self) -> None:
         self._wake.set()
 
-    def _record(self, fn: Callable[[Mapping[str, Any]], None], body: Mapping[str, Any]) -> None:
-        if self._journal is not None:  # a re-list is running: replay this after it
+    def _record(self, fn: Callable[[Mapping[str, Any]], None], body: Mapping[str, Any]) -> bool:
+        """Whether to take a watch event in: False when the last re-list of its kind was
+        newer. While a re-list runs, the event is also kept to be replayed after it."""
+        kind = fn.__name__.rsplit("_", 1)[0]
+        floor, rv = self.listed_at.get(kind), revision(body)
+        if floor is not None and rv is not None and rv <= floor:
+            return False
+        if self._journal is not None:
             self._journal.append((fn, dict(body)))
+        return True
 
     def mark_synced(self) -> None:
         if not self.synced:
@@ -196,34 +249,40 @@ class Runtime:
             self._poke()
 
     def pod_seen(self, body: Mapping[str, Any]) -> None:
-        self._record(self.pod_seen, body)
+        if not self._record(self.pod_seen, body):
+            return
         self.index.upsert_pod(pod_record(body))
         self._poke_if_dirty()
 
     def pod_gone(self, body: Mapping[str, Any]) -> None:
-        self._record(self.pod_gone, body)
+        if not self._record(self.pod_gone, body):
+            return
         self.index.delete_pod(str((body.get("metadata") or {}).get("uid", "")))
         self._poke_if_dirty()
 
     def namespace_seen(self, body: Mapping[str, Any]) -> None:
-        self._record(self.namespace_seen, body)
+        if not self._record(self.namespace_seen, body):
+            return
         self.index.upsert_namespace(name_of(body), labels_of(body))
         self._poke_if_dirty()
 
     def namespace_gone(self, body: Mapping[str, Any]) -> None:
-        self._record(self.namespace_gone, body)
+        if not self._record(self.namespace_gone, body):
+            return
         self.index.delete_namespace(name_of(body))
         self._poke_if_dirty()
 
     def node_seen(self, body: Mapping[str, Any]) -> None:
-        self._record(self.node_seen, body)
+        if not self._record(self.node_seen, body):
+            return
         name = name_of(body)
         self.node_uids[name] = str((body.get("metadata") or {}).get("uid", ""))
         self.index.upsert_node(name, labels_of(body))
         self._poke_if_dirty()
 
     def node_gone(self, body: Mapping[str, Any]) -> None:
-        self._record(self.node_gone, body)
+        if not self._record(self.node_gone, body):
+            return
         name = name_of(body)
         self.node_uids.pop(name, None)
         self.index.delete_node(name)
@@ -235,7 +294,8 @@ class Runtime:
             self._poke()
 
     def policy_seen(self, body: Mapping[str, Any]) -> None:
-        self._record(self.policy_seen, body)
+        if not self._record(self.policy_seen, body):
+            return
         meta = body.get("metadata") or {}
         name, uid = meta["name"], str(meta.get("uid", ""))
         generation = int(meta.get("generation") or 0)
@@ -246,8 +306,8 @@ class Runtime:
             parsed = old.parsed  # the spec did not change (generation did not move)
         else:
             parsed = parse_policy(body)
-        state = PolicyState(name, uid, generation, parsed,
-                            _read_status(TracingPolicyStatus, body))  # fmt: skip
+        status = _read_status(TracingPolicyStatus, body)
+        state = PolicyState(name, uid, generation, parsed, status, version=_version(body))
         self.policies[parsed.id] = state
         if parsed.source is not None:
             self.index.upsert_source(parsed.source)
@@ -257,7 +317,8 @@ class Runtime:
         self._poke()
 
     def policy_gone(self, body: Mapping[str, Any]) -> None:
-        self._record(self.policy_gone, body)
+        if not self._record(self.policy_gone, body):
+            return
         sid = source_id(SourceKind.TRACING_POLICY, name_of(body))
         self.policies.pop(sid, None)
         self.ledger.forget(sid)
@@ -265,7 +326,8 @@ class Runtime:
         self._poke()
 
     def trace_seen(self, body: Mapping[str, Any]) -> None:
-        self._record(self.trace_seen, body)
+        if not self._record(self.trace_seen, body):
+            return
         meta = body.get("metadata") or {}
         name, namespace, uid = meta["name"], meta["namespace"], str(meta.get("uid", ""))
         sid = source_id(SourceKind.CONTAINER_TRACE, name, namespace)
@@ -284,7 +346,8 @@ class Runtime:
             parsed = old.parsed
         else:
             parsed = parse_trace(body)
-        state = TraceState(namespace, name, uid, generation, _created(body), spec, parsed, status)
+        state = TraceState(namespace, name, uid, generation, _created(body), spec, parsed, status,
+                           version=_version(body))  # fmt: skip
         self.traces[sid] = state
         self._place_trace(state)
         self.dirty.sources.add(sid)
@@ -299,7 +362,8 @@ class Runtime:
             self.index.upsert_source(replace(source, active=is_active(state.status, True)))
 
     def trace_gone(self, body: Mapping[str, Any]) -> None:
-        self._record(self.trace_gone, body)
+        if not self._record(self.trace_gone, body):
+            return
         meta = body.get("metadata") or {}
         sid = source_id(SourceKind.CONTAINER_TRACE, meta["name"], meta["namespace"])
         self.traces.pop(sid, None)
@@ -309,7 +373,8 @@ class Runtime:
         self._poke()
 
     def nodetracer_seen(self, body: Mapping[str, Any]) -> None:
-        self._record(self.nodetracer_seen, body)
+        if not self._record(self.nodetracer_seen, body):
+            return
         name = name_of(body)
         spec = dict(body.get("spec") or {})
         if name in self.replaced_specs and spec == self.replaced_specs[name]:
@@ -321,7 +386,8 @@ class Runtime:
         self._poke()
 
     def nodetracer_gone(self, body: Mapping[str, Any]) -> None:
-        self._record(self.nodetracer_gone, body)
+        if not self._record(self.nodetracer_gone, body):
+            return
         name = name_of(body)
         self.stored.pop(name, None)
         self.replaced_specs.pop(name, None)
@@ -343,31 +409,35 @@ class Runtime:
     # -- re-listing after a pause ---------------------------------------------------------------
 
     def activated(self) -> None:
-        """The gate says we may write again: re-list first if we ever listed before."""
-        if self.synced:
-            self.needs_resync = True
+        """The gate says we may write (again): re-list before writing. Our watches may lag
+        behind what the previous writer wrote; a fresh list does not."""
+        self.needs_resync = True
         self._poke()
 
     async def resync(self) -> None:
-        """Rebuild memory from fresh lists (after a pause the watches missed deletions).
+        """Rebuild memory from fresh lists.
 
         Events that arrive while listing are journaled and replayed on top, so an
-        object deleted during the listing does not come back."""
+        object deleted during the listing does not come back; those, and later ones,
+        not newer than their kind's list are ignored (the list already holds them)."""
         assert self.kube is not None
         self._journal = []
         try:
-            lists = {}
+            lists, revisions = {}, {}
             for kind, path in RESYNC_PATHS.items():
-                lists[kind] = [item async for item in self.kube.list_all(path)]
+                lists[kind], version = await self.kube.list_snapshot(path)
+                revisions[kind] = revision({"metadata": {"resourceVersion": version}})
         except BaseException:
             self._journal = None
             raise
         journal, self._journal = self._journal, None
         self._reset()
+        self.listed_at.clear()
         for kind, items in lists.items():
             handler = getattr(self, f"{kind}_seen")
             for item in items:
                 handler(item)
+        self.listed_at = {kind: rv for kind, rv in revisions.items() if rv is not None}
         # NodeTracers gone while paused: their targets' counts move to the carried totals.
         listed = {name_of(b) for b in lists["nodetracer"]}
         for name in set(self.reports) - listed:
@@ -378,7 +448,7 @@ class Runtime:
         self.needs_resync = False
         self.synced = False
         self.mark_synced()
-        logger.info("re-listed after a pause (%d events replayed)", len(journal))
+        logger.info("re-listed before writing (%d events arrived meanwhile)", len(journal))
 
     def _reset(self) -> None:
         """Forget what the re-list will tell again. Reports stay, so that the ledger
@@ -398,7 +468,7 @@ class Runtime:
             await self._sleep_until_work()
             self._wake.clear()
             await asyncio.sleep(self.settings.debounce)
-            if not self.synced or not self.gate.active:
+            if not self.gate.active or not (self.synced or self.needs_resync):
                 continue
             try:
                 if self.needs_resync:
@@ -538,21 +608,23 @@ class Runtime:
         if same_status(state.status, new):
             return
         old_wire = state.status.to_wire() if state.status else {}
+        # Events first, keyed by the status they leave (see events.py): exactly once even
+        # when this process dies before the status write below.
+        for event in policy_events(state.status, new):
+            await self._emit(state.ref, event, occurrence(old_wire))
         answer = await self.kube.patch_policy_status(
-            state.name, {"status": replace_patch(old_wire, new.to_wire())}
+            state.name, _status_patch(state, old_wire, new.to_wire())
         )
         self.writes += 1
         logger.info("TracingPolicy %s: status written (%s)", state.name,
                     _changed_keys(old_wire, new.to_wire()))  # fmt: skip
-        events = policy_events(state.status, new)
         # The state may have been replaced by a watch event while we waited: update the
         # current one (the answer is the newest version of the object).
         current = self.policies.get(state.parsed.id)
         if current is not None and current.uid == state.uid:
             current.replaced = old_wire
             current.status = _read_status(TracingPolicyStatus, answer)
-        for event in events:
-            await self._emit(state.ref, event)
+            _took_answer(current, answer)
 
     async def _sync_trace(self, state: TraceState) -> None:
         assert self.kube is not None
@@ -585,20 +657,20 @@ class Runtime:
         old_wire = state.status.to_wire() if state.status else {}
         if old_wire != new.to_wire():
             await self._write_profile(state, new)
+            for event in trace_events(state.status, new):  # before the status: see events.py
+                await self._emit(state.ref, event, occurrence(old_wire))
             answer = await self.kube.patch_trace_status(
-                state.namespace, state.name, {"status": replace_patch(old_wire, new.to_wire())}
+                state.namespace, state.name, _status_patch(state, old_wire, new.to_wire())
             )
             self.writes += 1
             logger.info("ContainerTrace %s/%s: status written (%s)", state.namespace, state.name,
                         _changed_keys(old_wire, new.to_wire()))  # fmt: skip
-            events = trace_events(state.status, new)
             current = self.traces.get(sid)
             if current is not None and current.uid == state.uid:
                 current.replaced = old_wire
                 current.status = _read_status(ContainerTraceStatus, answer)
+                _took_answer(current, answer)
                 state = current
-            for event in events:
-                await self._emit(state.ref, event)
         if self.traces.get(sid) is state:
             self._place_trace(state)
 
@@ -628,28 +700,37 @@ class Runtime:
 
     # -- Events ---------------------------------------------------------------------------------
 
-    async def _emit(self, ref: ObjectRef, spec: EventSpec) -> None:
-        """Raise an Event; a repeat of an identical one grows that Event's series instead."""
+    async def _emit(self, ref: ObjectRef, spec: EventSpec, key: str) -> None:
+        """Raise an Event for the transition `key`; a repeat of an identical one grows that
+        Event's series instead, and an Event already raised for `key` is left alone.
+
+        Transient apiserver errors propagate (the transition is retried, and deduplicated
+        by `key`); an Event the apiserver refuses is logged and dropped."""
         assert self.kube is not None
+        namespace, name = ref.event_namespace, event_name(ref, spec)
         now = datetime.now(UTC)
-        name = event_name(ref, spec)
-        count = self.series.record(name)
         try:
-            if count == 1:
-                try:
-                    await self.kube.create_event(new_event(ref, spec, now, self.settings.instance))
-                    return
-                except ApiError as err:
-                    if err.status != 409:  # raised before this process started: a repeat
-                        raise
-                    count = self.series.record(name)
-            await self.kube.patch_event(ref.event_namespace, name, series_patch(count, now))
+            try:
+                await self.kube.create_event(new_event(ref, spec, now, self.settings.instance, key))
+                self.writes += 1
+                return
+            except ApiError as err:
+                if err.status != 409:
+                    raise
+            stored = await self.kube.get_event(namespace, name)
+            if stored is None:  # expired (TTL) between the two calls: start over
+                await self._emit(ref, spec, key)
+                return
+            if raised_by(stored) == key:
+                logger.info("Event %s/%s: already raised for this transition", namespace, name)
+                return
+            await self.kube.patch_event(namespace, name,
+                                        series_patch(next_count(stored), now, key))  # fmt: skip
+            self.writes += 1
         except ApiError as err:
-            if err.status == 404:  # the Event expired (TTL): start over
-                self.series.forget(name)
-                await self._emit(ref, spec)
-            else:
-                logger.warning("Event %s/%s not written: %s", ref.event_namespace, name, err)
+            if err.status == 429 or err.status >= 500:
+                raise
+            logger.warning("Event %s/%s not written: %s", namespace, name, err)
 
 
 RESYNC_PATHS: dict[str, str] = {

@@ -17,11 +17,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+
+from harness import prereq
 from harness.apiserver import LocalAPIServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR = Path(sys.executable).with_name("podtrace-operator")
-PEERING_MANIFEST = REPO / "manifests" / "base" / "kopf-peering.yaml"
+CRDS_DIR = REPO / "crds"
 API = "podtrace.io/v1alpha1"
 T = TypeVar("T")
 
@@ -103,6 +106,28 @@ def running(api: LocalAPIServer, *args: str, **kw: Any) -> Iterator[Operator]:
         yield op.wait_synced()
     finally:
         op.stop()
+
+
+def install_crds(apiserver: LocalAPIServer) -> list[str]:
+    """Apply crds/ to `apiserver` and wait until every CRD is Established and published."""
+    if not any(CRDS_DIR.glob("*.yaml")) and not any(CRDS_DIR.glob("*.yml")):
+        prereq.missing("crds/ is empty: run make crds")
+    applied = apiserver.kubectl(
+        "apply", "--server-side", "--field-manager=podtrace-tests", "-o", "name",
+        "-k", str(CRDS_DIR),
+    )  # fmt: skip
+    names = [line.split("/", 1)[1] for line in applied.stdout.split() if line]
+    apiserver.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", *(f"crd/{n}" for n in names)
+    )
+    # Established comes before the kinds are in discovery and OpenAPI (explain).
+    deadline = time.monotonic() + 60
+    for name in names:
+        while apiserver.kubectl("explain", name.split(".", 1)[0], check=False).returncode:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{name} is Established but not published in OpenAPI after 60s")
+            time.sleep(0.2)
+    return names
 
 
 # -- objects -----------------------------------------------------------------------------------
