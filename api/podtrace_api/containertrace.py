@@ -203,8 +203,8 @@ class ContainerTraceStatus(Model):
     )
     execs_omitted: Counter = Field(
         default=0,
-        description="Distinct programs executed but left out of execs (a node reports its "
-        "most executed programs per trace, and this list holds the first 64).",
+        description="Execs of programs left out of execs (execsTotal minus the counts "
+        "listed): a node reports the programs a trace ran most, and this list holds 64.",
     )
     events_lost: Counter = Field(
         default=0,

@@ -260,7 +260,8 @@ class SourceResult(Model):
     )
     execs_total: Counter = Field(default=0, description="Execs observed.")
     execs_omitted: Counter = Field(
-        default=0, description="Distinct programs executed but left out of execs."
+        default=0, description="Execs of programs left out of execs (execsTotal minus the "
+        "counts listed)."
     )
     rule_matches: list[RuleCount] = Field(
         default_factory=list,

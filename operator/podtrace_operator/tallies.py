@@ -41,7 +41,6 @@ class Tally:
     syscalls_total: int = 0
     execs: dict[str, ExecRecord] = field(default_factory=dict)
     execs_total: int = 0
-    execs_omitted: int = 0  # programs the nodes left out of their lists
     rules: dict[str, int] = field(default_factory=dict)
     names: set[str] = field(default_factory=set)  # syscalls ever seen (the seccomp profile)
     lost: int = 0  # events the nodes' backends lost: the counts are incomplete
@@ -54,7 +53,6 @@ class Tally:
             syscalls_total=max(result.syscalls_total, sum(top.values())),
             execs={e.filename: e for e in result.execs},
             execs_total=result.execs_total,
-            execs_omitted=result.execs_omitted,
             rules={m.rule: m.count for m in result.rule_matches},
             names={n for n, c in top.items() if c > 0} | {names(n) for n in
                                                          decode(result.syscall_set)},
@@ -68,7 +66,6 @@ class Tally:
         for filename, record in other.execs.items():
             self.execs[filename] = merge_exec(self.execs.get(filename), record)
         self.execs_total += other.execs_total
-        self.execs_omitted += other.execs_omitted
         for rule, count in other.rules.items():
             self.rules[rule] = self.rules.get(rule, 0) + count
         self.names |= other.names
@@ -95,7 +92,6 @@ class Tally:
             syscalls_total=max(0, self.syscalls_total - live.syscalls_total),
             execs=execs,
             execs_total=max(0, self.execs_total - live.execs_total),
-            execs_omitted=max(0, self.execs_omitted - live.execs_omitted),
             rules=_beyond(self.rules, live.rules),
             names=set(self.names),
             lost=max(0, self.lost - live.lost),

@@ -157,7 +157,7 @@ def merge_results(
         syscall_names=names,
         execs_total=tally.execs_total,
         execs=execs[:MAX_EXECS],
-        execs_omitted=tally.execs_omitted + max(0, len(execs) - MAX_EXECS),
+        execs_omitted=max(0, tally.execs_total - sum(e.count for e in execs[:MAX_EXECS])),
         lost=tally.lost,
         lost_on=lost_on,
     )
@@ -206,7 +206,6 @@ def stored_tally(status: ContainerTraceStatus | None) -> Tally | None:
         syscalls_total=hist.total,
         execs={e.filename: e for e in status.execs},
         execs_total=status.execs_total,
-        execs_omitted=status.execs_omitted,
         names=names,
         lost=status.events_lost,
     )

@@ -9,6 +9,7 @@ from podtrace_agent.cluster.results import (
     Baseline,
     ContainerCounts,
     Observed,
+    SourceTotals,
     Window,
     source_result,
 )
@@ -44,16 +45,39 @@ def test_a_container_s_counts_only_grow_over_restarts_and_retraces() -> None:
     assert counts.syscalls()[WRITE] == 22
 
 
-def test_a_window_counts_from_its_baseline() -> None:
+def test_counts_grow_by_what_is_new_also_when_a_cgroup_counts_from_zero_again() -> None:
+    counts = ContainerCounts()
+    assert counts.update(7, {READ: 10}, lost=1) == ({READ: 10}, 1)
+    assert counts.update(7, {READ: 14, WRITE: 1}, lost=4) == ({READ: 4, WRITE: 1}, 3)
+    assert counts.update(7, {READ: 2}, lost=0) == ({READ: 2}, 0)  # retraced: from zero
+    assert counts.syscalls() == {READ: 16, WRITE: 1} and counts.lost() == 4
+
+
+def test_a_source_counts_its_windows_from_their_baselines() -> None:
     counts = ContainerCounts()
     counts.update(7, {READ: 10}, lost=1)
-    window = Window("app", Baseline.of(counts))
-    counts.update(7, {READ: 14, WRITE: 1}, lost=4)
-    seen = window.observed(counts)
-    assert seen.syscalls == {READ: 4, WRITE: 1} and seen.lost == 3
-    assert Window("app").observed(counts).syscalls == {}  # no baseline yet: nothing counted
-    # Taken as if when cgroup 7 began: everything it counted is the window's.
-    assert Window("app", Baseline.of(counts, without=7)).observed(counts).syscalls[READ] == 14
+    totals = SourceTotals(_source("ContainerTrace/ns/rec"), T0)
+    fresh = Window.at("app", Baseline.of(counts, without=7))  # from the cgroup's start
+    totals.opened(fresh, counts)
+    assert totals.seen.syscalls == {READ: 10} and totals.seen.lost == 1
+    totals.confirm(fresh)
+    totals.add_exec(fresh, "/bin/sh", T0)
+    later = Window.at("side", None)  # counts from the next counts read
+    assert totals.seen.execs == {"/bin/sh": 1} and not later.counting
+    totals.grew({READ: 5}, 2)  # what the container's counts grew by, for a counting window
+    assert totals.seen.syscalls == {READ: 15} and totals.seen.lost == 3
+
+
+def test_an_unconfirmed_window_takes_back_what_it_added() -> None:
+    counts = ContainerCounts()
+    counts.update(7, {READ: 10})
+    totals = SourceTotals(_source("ContainerTrace/ns/rec"), T0)
+    window = Window.at("app", Baseline.of(counts, without=7))
+    totals.opened(window, counts)
+    totals.add_exec(window, "/bin/sh", T0)  # replayed before the backend said yes
+    assert totals.seen.execs == {} and window.pending.execs == {"/bin/sh": 1}
+    totals.drop(window, counts)  # the backend refused the source
+    assert totals.seen.syscalls == {} and totals.seen.execs == {}
 
 
 def test_the_report_follows_what_the_source_observes() -> None:
@@ -86,7 +110,8 @@ def test_the_report_is_bounded_and_says_what_it_left_out() -> None:
     assert len(result.syscalls) == TOP_SYSCALLS and result.syscalls_omitted == 300 - TOP_SYSCALLS
     assert result.syscalls[0].name == "read"  # the most frequent first
     assert len(decode(result.syscall_set)) == 300  # every one of them for a profile
-    assert len(result.execs) == TOP_EXECS and result.execs_omitted == 200 - TOP_EXECS
+    assert len(result.execs) == TOP_EXECS
+    assert result.execs_omitted == result.execs_total - 3 * TOP_EXECS  # execs not listed
     assert result.execs_total == sum(1 + i % 3 for i in range(200))
     assert {e.count for e in result.execs} == {3}
 

@@ -169,6 +169,7 @@ def test_sources_not_applied_are_listed_up_to_the_bound_and_counted_beyond() -> 
     assert all(t.not_applied == [NotAppliedReason.LIMIT_EXCEEDED] for t in status.targets)
     wide_row = next(r for r in status.sources if r.source == wide.id)
     assert (wide_row.targets, wide_row.not_applied) == (n, n)
+    assert wide_row.message.isascii() and "%C3%A9" in wide_row.message  # plain text
 
 
 def _status(state: NodeState) -> NodeTracerStatus:

@@ -4,15 +4,15 @@ saw of it from the moment the source began tracing that container.
     ContainerCounts   one target container: cumulative syscall counts and lost
                       events over every cgroup it had (restarts), never going down
     Window            one source tracing one container: a baseline of the
-                      container's counts when it began, plus the execs and rule
-                      matches seen while it traced
-    SourceTotals      one source on the node: its closed windows folded together
+                      container's counts when it began
+    SourceTotals      one source on the node: what all its windows saw, kept up
+                      as counts and events arrive (what a container's counts grow
+                      by is added to the source of each of its windows)
 
-A source's results are its closed windows plus its open ones (counts minus the
-baseline), so a ContainerTrace that starts while a policy already traces a
-container counts only what came after, and a container that leaves a source's
-targets and comes back is counted once for each stretch it was traced. Bounded
-lists (`SourceResult`) are cut here, with counts of what was left out.
+So a ContainerTrace that starts while a policy already traces a container counts
+only what came after, and a container that leaves a source's targets and comes
+back is counted once for each stretch it was traced. Bounded lists
+(`SourceResult`) are cut here, with counts of what was left out.
 """
 
 from __future__ import annotations
@@ -46,18 +46,32 @@ class ContainerCounts:
     _carried: Counter[int] = field(default_factory=Counter)
     _carried_lost: int = 0
 
-    def update(self, cgroup_id: int, counts: Mapping[int, int], lost: int | None = None) -> None:
-        """The backend's cumulative numbers for one of the container's cgroups."""
+    def update(
+        self, cgroup_id: int, counts: Mapping[int, int], lost: int | None = None
+    ) -> tuple[dict[int, int], int]:
+        """The backend's cumulative numbers for one of the container's cgroups; what
+        the container's totals grew by (syscalls, lost events)."""
         before = self._by_cgroup.get(cgroup_id, Counter())
-        lost_before = self._lost_by_cgroup.get(cgroup_id, 0)
-        went_back = any(counts.get(n, 0) < c for n, c in before.items())
-        if went_back or (lost is not None and lost < lost_before):
-            self.retire(cgroup_id)  # the backend counts this cgroup from zero again
+        if any(counts.get(n, 0) < c for n, c in before.items()):
+            self._carried.update(self._by_cgroup.pop(cgroup_id))  # counted from zero again
+            before = Counter()
+        grown = {n: c - before.get(n, 0) for n, c in counts.items() if c > before.get(n, 0)}
         self._by_cgroup[cgroup_id] = Counter({n: c for n, c in counts.items() if c})
+        lost_grown = 0
         if lost is not None:
+            lost_before = self._lost_by_cgroup.get(cgroup_id, 0)
+            # Lower: its lost events were counted from zero again (or a sub-cgroup went).
+            lost_grown = lost - lost_before if lost >= lost_before else lost
+            if lost < lost_before:
+                self._carried_lost += lost_before
             self._lost_by_cgroup[cgroup_id] = lost
         while len(self._by_cgroup) > MAX_CGROUPS_KEPT:
             self.retire(next(iter(self._by_cgroup)))
+        return grown, lost_grown
+
+    def counts(self, cgroup_id: int) -> bool:
+        """Whether this cgroup's counts are in the totals now."""
+        return cgroup_id in self._by_cgroup
 
     def retire(self, cgroup_id: int) -> None:
         """The cgroup's counts end here (it is gone, or no longer traced)."""
@@ -122,40 +136,65 @@ class Baseline:
 
 @dataclass
 class Window:
-    """One source tracing one container. Without a baseline it counts no syscalls
-    yet: the baseline is taken from the next counts read (`NodeState.on_counts`).
-    Unconfirmed until the backend is known to apply the source: a window closed
-    before that is dropped (the source never traced the container)."""
+    """One source tracing one container. Until it is `counting` (its baseline taken
+    from the next counts read, `NodeState.on_counts`) it counts no syscalls.
+    Unconfirmed until the backend is known to apply the source: what it saw until
+    then waits in `pending`, its baseline is kept, and a window closed before that
+    is dropped, taking back what it added (the source never traced the container)."""
 
     container: str
-    baseline: Baseline | None = None
+    counting: bool = False
     confirmed: bool = False
-    seen: Observed = field(default_factory=Observed)  # execs and rule matches
+    baseline: Baseline | None = None  # while unconfirmed
+    pending: Observed = field(default_factory=Observed)  # execs and rule matches
 
-    def add_exec(self, filename: str, when: datetime) -> None:
-        self.seen.add_exec(filename, 1, (when, self.container))
+    @classmethod
+    def at(cls, container: str, baseline: Baseline | None) -> Window:
+        """A window from `baseline` (None: from the next counts)."""
+        return cls(container, counting=baseline is not None, baseline=baseline)
 
-    def add_match(self, rule: str, count: int = 1) -> None:
-        self.seen.rules[rule] += count
-
-    def observed(self, counts: ContainerCounts) -> Observed:
-        """What this source saw of the container so far."""
-        out = Observed()
-        out.add(self.seen)
-        if self.baseline is not None:
-            out.syscalls = counts.syscalls() - self.baseline.syscalls
-            out.lost = max(0, counts.lost() - self.baseline.lost)
-        return out
+    def since_baseline(self, counts: ContainerCounts) -> tuple[Counter[int], int]:
+        """What the container did since the baseline (nothing when there is none)."""
+        if self.baseline is None:
+            return Counter(), 0
+        lost = max(0, counts.lost() - self.baseline.lost)
+        return counts.syscalls() - self.baseline.syscalls, lost
 
 
 @dataclass
 class SourceTotals:
-    """One source on this node: what its closed windows saw, since `since`."""
+    """One source on this node: what its windows saw since `since`, closed or open."""
 
     source: TraceSource  # as the spec last had it (its observe filters the report)
     since: datetime
-    closed: Observed = field(default_factory=Observed)
+    seen: Observed = field(default_factory=Observed)
     left_at: float | None = None  # monotonic time it left the spec; kept a while after
+
+    def add_exec(self, window: Window, filename: str, when: datetime) -> None:
+        target = self.seen if window.confirmed else window.pending
+        target.add_exec(filename, 1, (when, window.container))
+
+    def add_match(self, window: Window, rule: str, count: int) -> None:
+        (self.seen if window.confirmed else window.pending).rules[rule] += count
+
+    def grew(self, syscalls: Mapping[int, int], lost: int) -> None:
+        self.seen.syscalls.update(syscalls)
+        self.seen.lost += lost
+
+    def opened(self, window: Window, counts: ContainerCounts) -> None:
+        """A window begins: what the container did since its baseline is the source's."""
+        self.grew(*window.since_baseline(counts))
+
+    def confirm(self, window: Window) -> None:
+        self.seen.add(window.pending)
+        window.pending, window.confirmed, window.baseline = Observed(), True, None
+
+    def drop(self, window: Window, counts: ContainerCounts) -> None:
+        """An unconfirmed window goes: take back what it added."""
+        syscalls, lost = window.since_baseline(counts)
+        self.seen.syscalls.subtract(syscalls)
+        self.seen.syscalls = +self.seen.syscalls
+        self.seen.lost = max(0, self.seen.lost - lost)
 
 
 def source_result(
@@ -184,7 +223,7 @@ def source_result(
     if observe.processes.exec:
         execs_total = observed.execs_total
         most = _top(observed.execs.items(), TOP_EXECS)
-        omitted = len(observed.execs) - len(most)
+        omitted = execs_total - sum(count for _, count in most)
         execs = [
             ExecRecord(filename=name, count=count, container=observed.first_seen[name][1],
                        first_seen=observed.first_seen[name][0])

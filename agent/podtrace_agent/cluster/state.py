@@ -31,7 +31,7 @@ from ..backend import ConnectEvent, Event, ExecEvent, ExitEvent, OpenEvent, Sour
 from .apply import Applied
 from .plan import CgroupRef, Plan, PodView, Rejection, TargetKey, TraceRequest, plan
 from .results import Baseline, ContainerCounts, Observed, SourceTotals, Window
-from .rules import Match, RuleSet, count_delta
+from .rules import Match, RuleSet
 
 RUNTIME_REEXEC = "/proc/self/exe"  # runc (and crun) re-exec themselves to set a container up
 GRACE_S = 30.0  # how long an unclaimed new container stays traced, waiting for the spec
@@ -92,7 +92,6 @@ class NodeState:
         self.windows: dict[TargetKey, dict[str, Window]] = {}  # source id → its window
         self.totals: dict[str, SourceTotals] = {}  # each source's, on this node
         self.since: dict[TargetKey, datetime] = {}
-        self._claimed: dict[TargetKey, int] = {}  # the cgroup each target had at the last sync
         self._key_of: dict[int, TargetKey] = {}  # whose container a cgroup was
         self.rules = RuleSet([])
         self.sources: dict[str, TraceSource] = {}
@@ -103,7 +102,6 @@ class NodeState:
         self.refused: dict[int, dict[str, Rejection]] = {}
         self._started: set[int] = set()  # cgroups whose entrypoint exec was seen
         self._pending: dict[int, deque[Event]] = {}
-        self._counts: dict[int, dict[int, int]] = {}
         self.spec_seen = False
 
     # -- inputs --------------------------------------------------------------------
@@ -203,20 +201,21 @@ class NodeState:
                 self._close(key, sid)
             if wanted - open_.keys():
                 counts = self.counts.setdefault(key, ContainerCounts())
-                # A container just claimed is counted from the start of its cgroup (traced
-                # since mkdir or since it was first programmed); else from the next counts.
-                fresh = self._claimed.get(key) != cgroup_id
+                # A cgroup none of whose counts were taken yet (a container just claimed,
+                # traced since its mkdir or since it was programmed) is counted from its
+                # start; else from the next counts.
+                fresh = not counts.counts(cgroup_id)
                 for sid in sorted(wanted - open_.keys()):
-                    open_[sid] = Window(key[1], Baseline.of(counts, cgroup_id) if fresh else None)
-                    self._totals_of(sid, wall)
+                    window = open_[sid] = Window.at(
+                        key[1], Baseline.of(counts, cgroup_id) if fresh else None)
+                    self._totals_of(sid, wall).opened(window, counts)
             if not open_:
                 del self.windows[key]
             elif confirm:
-                for window in open_.values():
-                    window.confirmed = True
-        self._claimed = {k: p.cgroup_id for k, p in self.plan.targets.items()
-                         if p.cgroup_id is not None}
-        self._key_of.update((c, k) for k, c in self._claimed.items())
+                for sid, window in open_.items():
+                    if not window.confirmed:
+                        self.totals[sid].confirm(window)
+        self._key_of.update(self.plan.cgroup_targets)
         for key in [k for k in self.counts if k not in self.plan.targets]:
             del self.counts[key]  # closed above; what it did is in its sources' totals
             self.since.pop(key, None)
@@ -230,10 +229,12 @@ class NodeState:
         return totals
 
     def _close(self, key: TargetKey, sid: str) -> None:
+        """The source stops tracing the container: what it counted stays its own (an
+        unconfirmed window takes back what it added)."""
         window = self.windows[key].pop(sid)
         totals = self.totals.get(sid)
-        if window.confirmed and totals is not None:
-            totals.closed.add(window.observed(self.counts.get(key, ContainerCounts())))
+        if not window.confirmed and totals is not None:
+            totals.drop(window, self.counts.get(key, ContainerCounts()))
 
     def _expire(self, now: float) -> None:
         """Sources that left the spec: their totals are kept RETAIN_S, then dropped."""
@@ -246,27 +247,18 @@ class NodeState:
                 del self.totals[sid]
 
     def _retire(self, cgroup_id: int) -> None:
-        self._counts.pop(cgroup_id, None)
         key = self._key_of.pop(cgroup_id, None)
         if key is not None and key in self.counts:
             self.counts[key].retire(cgroup_id)
 
     def needs_counts(self) -> bool:
         """Whether a window waits for its baseline: read the counts now (`on_counts`)."""
-        return any(w.baseline is None for ws in self.windows.values() for w in ws.values())
+        return any(not w.counting for ws in self.windows.values() for w in ws.values())
 
     def observed(self, sid: str) -> Observed:
-        """What a source saw on this node: its closed windows and its open ones."""
-        out = Observed()
+        """What a source saw on this node, its windows closed and open (read only)."""
         totals = self.totals.get(sid)
-        if totals is None:
-            return out
-        out.add(totals.closed)
-        for key, windows in self.windows.items():
-            window = windows.get(sid)
-            if window is not None:
-                out.add(window.observed(self.counts.get(key, ContainerCounts())))
-        return out
+        return totals.seen if totals is not None else Observed()
 
     def lost(self, key: TargetKey) -> int:
         """Events the backend lost of a target's container."""
@@ -334,15 +326,16 @@ class NodeState:
                 if event.filename == RUNTIME_REEXEC:
                     return None  # the runtime setting the container up, not the workload
                 self._started.add(event.cgroup_id)
-            for window in windows.values():
-                window.add_exec(event.filename, wall)
+            for sid, window in windows.items():
+                self.totals[sid].add_exec(window, event.filename, wall)
             matches = self.rules.on_exec(event.filename, sources)
         elif isinstance(event, OpenEvent):
             matches = self.rules.on_open(event.path, sources)
         elif not isinstance(event, ExitEvent | ConnectEvent):
             return None
         for match in matches:
-            windows[match.ref.source].add_match(match.ref.rule, match.count)
+            sid = match.ref.source
+            self.totals[sid].add_match(windows[sid], match.ref.rule, match.count)
         return Observation(key, event, matches)
 
     def on_counts(
@@ -359,17 +352,21 @@ class NodeState:
             key = self.plan.cgroup_targets.get(cgroup_id)
             if key is None:
                 continue
-            self.counts.setdefault(key, ContainerCounts()).update(
+            grown, lost_grown = self.counts.setdefault(key, ContainerCounts()).update(
                 cgroup_id, now, lost.get(cgroup_id))
-            before = self._counts.get(cgroup_id, {})
-            self._counts[cgroup_id] = dict(now)
-            delta = count_delta(before, now)
             windows = self.windows.get(key, {})
-            for match in self.rules.on_syscalls(delta, frozenset(windows)):
-                windows[match.ref.source].add_match(match.ref.rule, match.count)
+            for sid, window in windows.items():
+                if window.counting:
+                    self.totals[sid].grew(grown, lost_grown)
+            for match in self.rules.on_syscalls(grown, frozenset(windows)):
+                sid = match.ref.source
+                self.totals[sid].add_match(windows[sid], match.ref.rule, match.count)
                 out.append((key, match))
         for key, windows in self.windows.items():
             for window in windows.values():
-                if window.baseline is None:
-                    window.baseline = Baseline.of(self.counts.setdefault(key, ContainerCounts()))
+                if not window.counting:  # from now on
+                    window.counting = True
+                    if not window.confirmed:
+                        window.baseline = Baseline.of(self.counts.setdefault(key,
+                                                                             ContainerCounts()))
         return out

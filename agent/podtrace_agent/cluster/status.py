@@ -99,35 +99,38 @@ def source_statuses(state: NodeState) -> list[SourceApplyStatus]:
     """How each source of the spec is applied on this node, from the targets' views,
     with what it observed; then sources that left the spec while their results are
     kept (as many as the list holds)."""
-    rows: dict[str, SourceApplyStatus] = {
-        sid: SourceApplyStatus(source=sid) for sid in sorted(state.sources)
-    }
+    counts: dict[str, list[int]] = {sid: [0, 0, 0] for sid in sorted(state.sources)}
+    why: dict[str, tuple[NotAppliedReason, str]] = {}
     for key in sorted(state.plan.targets):
         target = state.plan.targets[key].target
         view = state.target_view(key)
         for sid in target.sources:
-            row = rows.get(sid)
+            row = counts.get(sid)
             if row is None:
                 continue
-            row.targets += 1
+            row[0] += 1
             rejection = view.not_applied.get(sid)
             if rejection is not None:
-                row.not_applied += 1
-                if row.reason is None:
-                    row.reason, row.message = rejection.reason, f"{target.namespace}/" \
-                        f"{target.pod} {target.container}: {rejection.message}"
+                row[2] += 1
+                why.setdefault(sid, (rejection.reason, f"{target.namespace}/{target.pod} "
+                                                       f"{target.container}: {rejection.message}"))
             elif view.state is TargetState.TRACING:
-                row.applied += 1
-    for sid in sorted(state.totals.keys() - rows.keys()):
-        if len(rows) >= MAX_NODE_SOURCES:
+                row[1] += 1
+    for sid in sorted(state.totals.keys() - counts.keys()):
+        if len(counts) >= MAX_NODE_SOURCES:
             break
-        rows[sid] = SourceApplyStatus(source=sid)
-    for sid, row in rows.items():
+        counts[sid] = [0, 0, 0]
+    rows = []
+    for sid, (targets, applied, not_applied) in counts.items():
         totals = state.totals.get(sid)
-        if totals is not None:
-            row.results = source_result(totals.source, totals.since, state.observed(sid),
-                                        state.name_of)
-    return list(rows.values())
+        reason, message = why.get(sid, (None, ""))
+        rows.append(SourceApplyStatus(
+            source=sid, targets=targets, applied=applied, not_applied=not_applied,
+            reason=reason, message=message,
+            results=source_result(totals.source, totals.since, state.observed(sid),
+                                  state.name_of) if totals is not None else None,
+        ))
+    return rows
 
 
 def not_applied_rows(state: NodeState) -> tuple[list[NotApplied], int]:
