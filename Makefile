@@ -39,8 +39,9 @@ test: deps venv binaries ## every test tier; tiers missing prerequisites skip (f
 unit: venv ## only the pure-logic tier: no root, no cluster
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-demo: deps venv binaries ## a cluster, podtrace, a workload traced: prints tp/ct/nt, Events, seccomp profile
-	$(PY) scripts/demo.py up
+NODES ?= 1
+demo: deps venv binaries ## a cluster, podtrace, a workload traced: prints tp/ct/nt, Events, seccomp profile (NODES=2: two nodes, podtrace installed in-cluster)
+	$(PY) scripts/demo.py up --nodes $(NODES)
 
 demo-down: venv ## tear down everything `make demo` started
 	$(PY) scripts/demo.py down

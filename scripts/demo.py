@@ -19,13 +19,16 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from harness.oci_image import DEFAULT_NAME, build_busybox_image  # noqa: E402
+from harness.install_overlay import write_overlay  # noqa: E402
+from harness.kubelet import node_ip  # noqa: E402
+from harness.oci_image import DEFAULT_NAME, build_busybox_image, import_archive  # noqa: E402
 from harness.podtrace_image import build_image  # noqa: E402
 from harness.podtrace_procs import Podtrace, install_crds, stop_detached  # noqa: E402
 
@@ -95,6 +98,35 @@ def up_local() -> tuple[Kubectl, dict[str, str]]:
     return kubectl, env
 
 
+def up_installed(nodes: int) -> tuple[Kubectl, dict[str, str]]:
+    """A local cluster of `nodes` nodes with podtrace installed in it as a user installs it:
+    the image in every node's containerd, `kubectl apply -k` (through the overlay for what
+    the local cluster lacks), one agent pod per node."""
+    say(f"bringing up the local cluster with {nodes} nodes (each its own containerd, "
+        "kubelet and cgroup root; kube-scheduler, kube-controller-manager)")
+    subprocess.run([str(REPO / "scripts" / "cluster-up"), "--nodes", str(nodes)], check=True)
+    env = read_env(STATE / "env")
+    record = json.loads((STATE / "cluster.json").read_text())
+    kubectl = Kubectl(env["PODTRACE_KUBECTL"], env["KUBECONFIG"])
+    say("building the podtrace image (make image) and importing it into every node")
+    image = build_image(lambda m: print(f"    {m}", flush=True))
+    for node in record["nodes"]:
+        import_archive(image.tar, Path(node["containerd_dir"]) / "containerd.sock")
+    overlay = write_overlay(WORK / "overlay", node_ip(), urlsplit(record["server"]).port or 443,
+                            STATE / "cri")
+    say(f"installing podtrace: kubectl apply -k {overlay} (manifests/ + the local overlay)")
+    print(kubectl("apply", "-k", str(overlay)), end="")
+    wait_for(f"podtrace-agent DaemonSet ready on {nodes} nodes", lambda: kubectl.json(
+        "get", "daemonset", "podtrace-agent", "-n", "podtrace-system"
+    ).get("status", {}).get("numberReady", 0) == nodes, timeout=300)
+    wait_for("every NodeTracer Ready", lambda: all(
+        any(c["type"] == "Ready" and c["status"] == "True"
+            for c in (nt.get("status") or {}).get("conditions") or [])
+        for nt in kubectl.json("get", "nt")["items"]
+    ) and len(kubectl.json("get", "nt")["items"]) == nodes, timeout=300)
+    return kubectl, env
+
+
 def run_demo(kubectl: Kubectl, node: str | None) -> None:
     say("running the demo workload (namespace demo, pod web: loops, spawns a shell once)")
     kubectl("apply", "-f", str(DEMO / "namespace.yaml"))
@@ -141,7 +173,12 @@ def run_demo(kubectl: Kubectl, node: str | None) -> None:
     say("done: explore with the kubeconfig above; `make demo-down` tears it all down")
 
 
-def up(_: argparse.Namespace) -> int:
+def up(args: argparse.Namespace) -> int:
+    if args.nodes > 1:
+        kubectl, env = up_installed(args.nodes)
+        run_demo(kubectl, node=None)  # placed by the scheduler
+        print(f"\nexport KUBECONFIG={env['KUBECONFIG']}  # kubectl: {env['PODTRACE_KUBECTL']}")
+        return 0
     if kind_usable():
         say("Docker and kind found: using kind (kind-config.yaml)")
         subprocess.run(["kind", "create", "cluster", "--name", "podtrace",
@@ -184,7 +221,11 @@ def down(_: argparse.Namespace) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     verbs = parser.add_subparsers(dest="verb", required=True)
-    verbs.add_parser("up").set_defaults(run=up)
+    up_parser = verbs.add_parser("up")
+    up_parser.add_argument("--nodes", type=int, default=1,
+                           help="more than one: a local cluster of that many nodes with "
+                                "podtrace installed in it (image, kubectl apply -k)")
+    up_parser.set_defaults(run=up)
     verbs.add_parser("down").set_defaults(run=down)
     args = parser.parse_args()
     return args.run(args)
