@@ -38,8 +38,11 @@ def podtrace_image() -> BuiltImage:
     return image
 
 
-def install(cluster: LocalCluster, image: BuiltImage, overlay_dir: Path) -> Installation:
-    """The image into every node's containerd, then `kubectl apply -k` of the overlay."""
+def installed_on(
+    cluster: LocalCluster, image: BuiltImage, overlay_dir: Path
+) -> Iterator[Installation]:
+    """The image into every node's containerd, then `kubectl apply -k` of the overlay;
+    uninstalled after, unless a test did."""
     assert cluster.apiserver is not None
     began = time.monotonic()
     for node in cluster.nodes:
@@ -64,7 +67,11 @@ def install(cluster: LocalCluster, image: BuiltImage, overlay_dir: Path) -> Inst
         + "; ".join(f"{k} {v:.1f}s" for k, v in installation.timings.items()),
         flush=True,
     )
-    return installation
+    try:
+        yield installation
+    finally:
+        if not installation.uninstalled:
+            installation.uninstall(check=False)
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +84,7 @@ def in_cluster() -> Iterator[LocalCluster]:
 def installed(
     in_cluster: LocalCluster, podtrace_image: BuiltImage, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Installation]:
-    installation = install(in_cluster, podtrace_image, tmp_path_factory.mktemp("overlay"))
-    try:
-        yield installation
-    finally:
-        if not installation.uninstalled:
-            installation.uninstall(check=False)
+    yield from installed_on(in_cluster, podtrace_image, tmp_path_factory.mktemp("overlay"))
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +97,4 @@ def two_nodes() -> Iterator[LocalCluster]:
 def installed_on_two_nodes(
     two_nodes: LocalCluster, podtrace_image: BuiltImage, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Installation]:
-    installation = install(two_nodes, podtrace_image, tmp_path_factory.mktemp("overlay"))
-    try:
-        yield installation
-    finally:
-        if not installation.uninstalled:
-            installation.uninstall(check=False)
+    yield from installed_on(two_nodes, podtrace_image, tmp_path_factory.mktemp("overlay"))
