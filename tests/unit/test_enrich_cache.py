@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from podtrace_agent.core import Enrichment
 from podtrace_agent.cri import api_pb2
 from podtrace_agent.cri.cache import LRU
 from podtrace_agent.cri.endpoints import Candidate, RuntimeReport
@@ -189,6 +190,11 @@ def test_without_a_path_nothing_is_known_but_the_reason() -> None:
 
 def test_no_runtime_found_gives_path_identity_with_the_discovery_message() -> None:
     report = RuntimeReport(candidates=(Candidate(E, "does not exist"),))
-    found = Enricher.from_report(report, parse_path=parse).lookup(CID, PATH)
+    without = Enricher.from_report(report, parse_path=parse)
+    found = without.lookup(CID, PATH)
     assert found.source is IdentitySource.CGROUP_PATH
     assert found.reason == report.message
+    # nothing to wait on: the agent's core answers at once instead of in its worker
+    assert not without.asks_runtime and enricher(Runtime(), Clock()).asks_runtime
+    answer = Enrichment(without).request(CID, PATH)
+    assert answer is not None and answer.reason == report.message

@@ -1,11 +1,11 @@
-"""Prometheus metrics of the agent (`/metrics`)."""
+"""Prometheus metrics of the agent (`/metrics`, served by `serving.py`)."""
 
 from __future__ import annotations
 
 from collections import Counter as Tally
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from podtrace_api.limits import NotAppliedReason
 from podtrace_api.nodetracer import NodeTargetStatus
@@ -75,7 +75,3 @@ class AgentMetrics:
         )
         for reason in NotAppliedReason:
             self.not_applied.labels(reason=reason.value, **self._node).set(by_reason[reason])
-
-    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
-        """Expose /metrics on `addr:port` (a daemon thread)."""
-        start_http_server(port, addr=addr, registry=self.registry)

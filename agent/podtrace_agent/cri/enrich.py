@@ -127,6 +127,12 @@ class Enricher:
         identity = self._parse_path(cgroup_path) if cgroup_path else None
         return from_path_identity(container_id, identity, cgroup_path, reason)
 
+    @property
+    def asks_runtime(self) -> bool:
+        """Whether a lookup may call the runtime (and wait on it): False when discovery
+        found none, then every answer is the cgroup path's, at once."""
+        return self._runtime is not None
+
     def forget(self, container_id: str) -> None:
         """Drop what is known about a container (call when its cgroup is removed)."""
         with self._lock:
