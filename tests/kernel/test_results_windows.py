@@ -115,6 +115,12 @@ class Node:
                 self.state.on_event(event, WALL)
         self.take_counts()
 
+    def run_untraced(self, helper: Path, container: Path, tmp_path: Path, n: int) -> None:
+        """A helper run while nothing traces the container."""
+        run = run_helper(helper, container, n, ("/bin/true",), wait_for_go=False,
+                         tmp_path=tmp_path)
+        assert run.wait() == 0
+
     def getppid(self, source: str) -> int:
         return self.state.observed(source).syscalls.get(GETPPID, 0)
 
@@ -151,6 +157,25 @@ def test_each_source_counts_from_when_it_began_and_never_twice(
         assert status.targets[0].events_lost == 0
     finally:
         node.select()  # nothing selects it: untraced
+
+
+def test_a_container_untraced_and_traced_again_is_counted_once_per_stretch(
+    collector: Collector, hierarchy: Hierarchy, helper: Path, tmp_path: Path
+) -> None:
+    container = hierarchy.container()
+    node = Node(collector.backend, hierarchy, container)
+    try:
+        node.select(TRACE)
+        node.run(collector, helper, container, tmp_path, 700, "/bin/true")
+        node.select()  # nothing selects it: untraced, the backend drops its counts
+        assert node.cid not in collector.backend.syscall_counts()
+        node.run_untraced(helper, container, tmp_path, 5000)
+        node.select(TRACE)  # traced again, from zero
+        node.run(collector, helper, container, tmp_path, 80, "/bin/true")
+        assert node.getppid(TRACE) == 780
+        assert node.state.observed(TRACE).execs == {"/bin/true": 2}
+    finally:
+        node.select()
 
 
 def test_events_ftrace_loses_mark_the_counts_and_the_profile_incomplete(
