@@ -9,10 +9,11 @@ status catch up. A cgroup that turns out to be nobody's target is untraced.
 
 Results (`results.py`): each target's counts are kept once; each source that
 traces a target has a window on it, opened when the source is applied to the
-container (its baseline: the counts at that moment, or for a container just
-claimed, from the start of its cgroup) and closed when it no longer is, folded
-into the source's node totals. A source's totals stay a while after it leaves
-the spec (RETAIN_S), so the operator reads what was counted last.
+container (its baseline: the counts at that moment, or for a cgroup none of
+whose counts were taken yet, its start) and closed when it no longer is. While
+a window is open, what the container does is added to its source's totals on
+the node. A source's totals stay a while after it leaves the spec (RETAIN_S),
+so the operator reads what was counted last.
 """
 
 from __future__ import annotations
