@@ -162,6 +162,7 @@ class Core:
         self.mode.removed(removed)
 
     def take_enrichments(self) -> None:
+        """Give the containers the runtime's answers that arrived; tell the mode."""
         for container_id, answer in self.enrichment.done():
             container = self.containers.get(container_id)
             if container is None:
