@@ -221,14 +221,15 @@ def check_running_as_installed(installed: Installation) -> None:
     def one_active() -> list[dict[str, Any]] | None:
         probes = [healthz(inst, p) for p in operators]
         actives = [p.get("active") for p in probes]
-        return probes if sorted(actives, key=str) == [False, True] else None
+        # ...and the one that works has listed everything it watches.
+        synced = all(p.get("synced") for p in probes if p.get("active"))
+        return probes if sorted(actives, key=str) == [False, True] and synced else None
 
-    probes = inst.wait_for(
-        "exactly one active operator replica",
+    inst.wait_for(
+        "exactly one active operator replica, synced",
         one_active,
         show=lambda: [healthz(inst, p) for p in operators],
     )
-    assert all(p.get("synced") for p in probes), (probes, ctx)
 
 
 def check_nodetracer_ready_with_bcc(installed: Installation) -> None:
@@ -252,6 +253,14 @@ def check_nodetracer_ready_with_bcc(installed: Installation) -> None:
     assert status["cgroup"]["kubepodsId"] > 0, ctx
     # The agent pod's programs are in the kernel now: the uninstall check below can fail.
     assert bpf_program_ids() - inst.programs_before, ctx
+    # Its liveness endpoint (the DaemonSet's probe) answers, and it never restarted.
+    (agent,) = [p for p in inst.pods("app.kubernetes.io/name=podtrace-agent")
+                if p["spec"]["nodeName"] == node]  # fmt: skip
+    name = agent["metadata"]["name"]
+    proxy = f"/api/v1/namespaces/{NAMESPACE}/pods/{name}:9465/proxy/healthz"
+    health = inst.run("get", "--raw", proxy, check=False, timeout=10)
+    assert health.returncode == 0 and health.stdout.startswith("ok"), (health.stderr, ctx)
+    assert agent["status"]["containerStatuses"][0]["restartCount"] == 0, ctx
 
 
 def check_workload_traced_exactly(installed: Installation) -> None:
