@@ -1,6 +1,13 @@
 """Seccomp profiles (the OCI / Kubernetes `localhost` JSON format) that allow
 exactly the syscalls a ContainerTrace observed. Pure.
 
+The profile lists the seccomp architectures of the nodes the trace ran on. One
+filter cannot hold architectures of both byte orders (libseccomp refuses with
+EDOM, so runc would refuse the profile), so when the nodes mix them (s390x with
+amd64, say) the profile says it with Docker's `archMap` instead: each entry a
+native architecture and its sub-architectures, of which the runtime's loader
+(containerd's and CRI-O's, both from moby's) takes only the node's own.
+
     >>> print(profile_json(["read", "write"], "SCMP_ACT_ERRNO", ["amd64"]))
     {
       "defaultAction": "SCMP_ACT_ERRNO",
@@ -37,17 +44,25 @@ ARCHITECTURES: dict[str, list[str]] = {
     "riscv64": ["SCMP_ARCH_RISCV64"],
 }
 DEFAULT_ARCH = "amd64"
+BIG_ENDIAN = frozenset({"SCMP_ARCH_S390X", "SCMP_ARCH_S390"})  # the others listed are little
 
 
 def profile(names: Iterable[str], default_action: str, arches: Iterable[str]) -> dict[str, Any]:
     """The profile: `default_action` for everything not observed, allow the rest."""
-    scmp: list[str] = []
+    groups: list[list[str]] = []
     for arch in sorted(set(arches)) or [DEFAULT_ARCH]:
-        for name in ARCHITECTURES.get(arch, ARCHITECTURES[DEFAULT_ARCH]):
-            if name not in scmp:
-                scmp.append(name)
+        group = ARCHITECTURES.get(arch, ARCHITECTURES[DEFAULT_ARCH])
+        if group not in groups:
+            groups.append(group)
+    scmp: list[str] = []
+    for group in groups:
+        scmp += [name for name in group if name not in scmp]
     observed = sorted(set(names))
-    out: dict[str, Any] = {"defaultAction": default_action, "architectures": scmp}
+    out: dict[str, Any] = {"defaultAction": default_action}
+    if len({name in BIG_ENDIAN for name in scmp}) == 1:
+        out["architectures"] = scmp
+    else:
+        out["archMap"] = [{"architecture": g[0], "subArchitectures": g[1:]} for g in groups]
     out["syscalls"] = [{"names": observed, "action": "SCMP_ACT_ALLOW"}] if observed else []
     return out
 

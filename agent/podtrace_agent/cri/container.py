@@ -96,12 +96,14 @@ def verbose_info(info: Mapping[str, str]) -> dict[str, Any]:
 
 def _pid(info: Mapping[str, Any]) -> int | None:
     pid = info.get("pid")
-    return pid if isinstance(pid, int) and pid > 0 else None
+    return pid if type(pid) is int and pid > 0 else None  # JSON true is no pid
 
 
 def _cgroups_path(info: Mapping[str, Any]) -> str:
-    linux = (info.get("runtimeSpec") or {}).get("linux") or {}
-    path = linux.get("cgroupsPath", "") if isinstance(linux, dict) else ""
+    # Any field may hold any JSON value (tests/unit/test_fuzz_cri.py): check each level.
+    spec = info.get("runtimeSpec")
+    linux = spec.get("linux") if isinstance(spec, dict) else None
+    path = linux.get("cgroupsPath") if isinstance(linux, dict) else None
     return path if isinstance(path, str) else ""
 
 

@@ -160,7 +160,9 @@ def classify_http(headers: Mapping[str, str], body: bytes) -> HTTPEngine:
     if not isinstance(info, dict):
         info = {}
     version = str(info.get("Version", ""))
-    components = [c.get("Name", "") for c in info.get("Components") or [] if isinstance(c, dict)]
+    listed = info.get("Components")  # any JSON value: check its type (test_fuzz_cri.py)
+    listed = listed if isinstance(listed, list) else []
+    components = [str(c.get("Name", "")) for c in listed if isinstance(c, dict)]
     server = lower.get("server", "")
     if (
         "libpod-api-version" in lower
@@ -169,7 +171,7 @@ def classify_http(headers: Mapping[str, str], body: bytes) -> HTTPEngine:
     ):
         return HTTPEngine(Engine.PODMAN, version or lower.get("libpod-api-version", ""))
     platform = info.get("Platform")
-    platform_name = platform.get("Name", "") if isinstance(platform, dict) else ""
+    platform_name = str(platform.get("Name", "")) if isinstance(platform, dict) else ""
     if "api-version" in lower or server.startswith("Docker") or "Docker" in platform_name:
         return HTTPEngine(Engine.DOCKER, version)
     return HTTPEngine(Engine.HTTP)

@@ -71,7 +71,7 @@ def parse_mountinfo(text: str) -> list[Mount]:
     the reason it does not start.
     """
     mounts = []
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines(): \x1c-\x1e, \x85, \u2028 are path bytes
         fields = line.split(" ")
         try:
             sep = fields.index("-", 6)  # optional fields end at a lone "-"
@@ -99,10 +99,10 @@ def parse_proc_cgroup(text: str) -> list[ProcCgroup]:
     '/kubepods/x'
     """
     entries = []
-    for line in text.splitlines():
+    for line in text.split("\n"):  # a path may hold any character but "/" and NUL
         hierarchy, sep1, rest = line.partition(":")
         controllers, sep2, path = rest.partition(":")
-        if not (sep1 and sep2 and hierarchy.isdigit()):
+        if not (sep1 and sep2 and hierarchy.isascii() and hierarchy.isdigit()):  # not '¹'
             continue
         entries.append(
             ProcCgroup(int(hierarchy), tuple(c for c in controllers.split(",") if c), path)

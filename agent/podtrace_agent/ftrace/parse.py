@@ -17,6 +17,16 @@ Bodies follow the `print fmt` of each event's tracefs `format` file:
     sched_process_fork: comm=%s pid=%d child_comm=%s child_pid=%d
     cgroup_mkdir/rmdir: root=%d id=%llu level=%d path=%s
     cgroup_attach_task: dst_root=%d dst_id=%llu dst_level=%d dst_path=%s pid=%d comm=%s
+
+What a traced process controls lands in this text unescaped: its comm (15 bytes at
+most), the filenames it executes, the names of cgroups it may create below its own.
+So a line's prefix is split at the first place that fits (a body cannot move the pid
+or the event), and an attach event's path ends at the first " pid=<n> comm=" that
+leaves 15 characters or fewer (a comm cannot move the pid). Two things text cannot
+settle: a name with a newline starts a new line of trace_pipe, and a cgroup name that
+imitates " pid=<n> comm=", moved into by a task whose comm has 3 characters or fewer,
+moves the pid of that attach event.
+(tests/unit/test_fuzz_ftrace.py holds the properties.)
 """
 
 from __future__ import annotations
@@ -24,8 +34,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_LINE = re.compile(
-    r"^\s*(?P<comm>.*)-(?P<pid>\d+)\s+(?:\(\s*(?P<tgid>-+|\d+)\)\s+)?\[(?P<cpu>\d+)\]\s+"
+_LINE = re.compile(  # comm lazy: the first split that fits, never one inside the body
+    r"^\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*(?P<tgid>-+|\d+)\)\s+)?\[(?P<cpu>\d+)\]\s+"
     r"(?:\S+\s+)?(?P<sec>\d+)\.(?P<usec>\d{6}):\s+(?P<event>\w+):\s?(?P<body>.*)$"
 )
 _SYS_ENTER = re.compile(r"^NR (?P<nr>-?\d+) \((?P<args>[^)]*)\)")
@@ -39,9 +49,9 @@ _FORK = re.compile(
 _CGROUP = re.compile(
     r"^root=(?P<root>-?\d+) id=(?P<id>\d+) level=(?P<level>\d+) path=(?P<path>.*)$"
 )
-_ATTACH = re.compile(
+_ATTACH = re.compile(  # path lazy, comm at most 15 characters (TASK_COMM_LEN - 1)
     r"^dst_root=(?P<root>-?\d+) dst_id=(?P<id>\d+) dst_level=(?P<level>\d+) "
-    r"dst_path=(?P<path>.*) pid=(?P<pid>\d+) comm=(?P<comm>.*)$"
+    r"dst_path=(?P<path>.*?) pid=(?P<pid>\d+) comm=(?P<comm>.{0,15})$"
 )
 _STAT = re.compile(r"^(?P<name>[a-z ]+):\s+(?P<value>\d+)$", re.M)
 
