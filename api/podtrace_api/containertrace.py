@@ -11,6 +11,7 @@ from typing import Annotated, ClassVar
 from pydantic import ConfigDict, Field
 
 from .base import (
+    ATOMIC,
     DURATION_PATTERN,
     SYSCALL_NAME_PATTERN,
     Conditions,
@@ -22,7 +23,6 @@ from .base import (
     Name,
     ShortText,
     cel,
-    list_map,
     plain_text,
 )
 from .observe import ObserveSpec
@@ -191,8 +191,8 @@ class ContainerTraceStatus(Model):
     targets: list[TracedTarget] = Field(
         default_factory=list,
         max_length=256,
-        description="The traced containers.",
-        json_schema_extra=list_map("podUid", "container"),
+        description="The traced containers, by node, pod UID and container.",
+        json_schema_extra=ATOMIC,
     )
     syscalls: SyscallHistogram | None = Field(default=None, description="Syscall histogram.")
     execs_total: Counter = Field(default=0, description="Execs observed.")

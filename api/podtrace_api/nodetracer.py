@@ -23,6 +23,7 @@ from typing import Annotated, ClassVar
 from pydantic import Field
 
 from .base import (
+    ATOMIC,
     MAX_MESSAGE,
     REASON_PATTERN,
     Condition,
@@ -114,14 +115,14 @@ class NodeTracerSpec(Model):
     sources: list[TraceSource] = Field(
         default_factory=list,
         max_length=MAX_NODE_SOURCES,
-        description="Policies and traces with at least one target on this node.",
-        json_schema_extra=list_map("id"),
+        description="Policies and traces with at least one target on this node, by id.",
+        json_schema_extra=ATOMIC,
     )
     targets: list[NodeTarget] = Field(
         default_factory=list,
         max_length=MAX_NODE_TARGETS,
         description="Containers to trace on this node, sorted by pod UID and container.",
-        json_schema_extra=list_map("podUid", "container"),
+        json_schema_extra=ATOMIC,
     )
 
 
@@ -376,26 +377,27 @@ class NodeTracerStatus(Model):
         default_factory=list,
         max_length=MAX_NODE_SOURCES,
         description="How each source of the spec is applied on this node, and its results.",
-        json_schema_extra=list_map("source"),
+        json_schema_extra=ATOMIC,
     )
     maps: list[MapUsage] = Field(
         default_factory=list,
         max_length=16,
         description="BPF map usage.",
-        json_schema_extra=list_map("name"),
+        json_schema_extra=ATOMIC,
     )
     targets: list[NodeTargetStatus] = Field(
         default_factory=list,
         max_length=MAX_NODE_TARGETS,
-        description="The targets of the spec as the agent sees them.",
-        json_schema_extra=list_map("podUid", "container"),
+        description="The targets of the spec as the agent sees them, by pod UID and "
+        "container.",
+        json_schema_extra=ATOMIC,
     )
     not_applied: list[NotApplied] = Field(
         default_factory=list,
         max_length=MAX_NOT_APPLIED_ROWS,
         description=f"Sources not applied to a container, with the reason: the first "
         f"{MAX_NOT_APPLIED_ROWS} by pod UID and container.",
-        json_schema_extra=list_map("podUid", "container", "source"),
+        json_schema_extra=ATOMIC,
     )
     not_applied_omitted: Counter = Field(
         default=0, description="Sources not applied to a container left out of notApplied."
