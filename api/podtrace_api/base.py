@@ -68,10 +68,10 @@ def list_map(*keys: str) -> dict[str, Any]:
 
 SET = {"x-kubernetes-list-type": "set"}
 # A list written whole by its one writer (the agent's status, the operator's NodeTracer
-# spec and ContainerTrace targets): the apiserver tracks it
-# as one field. A list-map or set costs a managedFields entry per item, which for a
-# NodeTracer's thousand targets is about as many bytes as the list itself (and with
-# them the object would pass etcd's limit).
+# spec and ContainerTrace targets): the apiserver tracks it as one field. A list-map or
+# set costs a managedFields entry per item, which for a NodeTracer's thousand targets is
+# about as many bytes as the list itself (and with them the object would pass etcd's
+# limit).
 ATOMIC = {"x-kubernetes-list-type": "atomic"}
 
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME, pattern=DNS_SUBDOMAIN_PATTERN)]
