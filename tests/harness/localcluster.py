@@ -616,8 +616,8 @@ class LocalCluster:
         for node in self.nodes:
             self._wait_node_ready(node)
             self._untaint_not_ready(node.name)
+            self._say(f"node {node.name} Ready ({time.monotonic() - t:.1f}s)")
         self._step("nodes ready", t)
-        self._say(f"{len(self.nodes)} node(s) Ready ({self.timings['nodes ready']:.1f}s)")
 
         self._bootstrap = _NamespaceBootstrap(self._api)
         self._bootstrap.start()
