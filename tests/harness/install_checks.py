@@ -55,6 +55,11 @@ def bpf_program_ids() -> set[int]:
     return {int(p["id"]) for p in json.loads(done.stdout or "[]")}
 
 
+def tracefs_instances() -> set[str]:
+    """podtrace's ftrace instances in tracefs now (any process's)."""
+    return {p.name for p in TRACEFS_INSTANCES.glob("podtrace*")}
+
+
 @dataclass
 class Installation:
     """An installed podtrace: how to reach its cluster, and what it was installed from."""
@@ -64,6 +69,9 @@ class Installation:
     workload_image: str  # a busybox image the node has (imagePullPolicy: Never)
     kustomization: Path  # what was applied with -k, and is deleted with -k
     programs_before: set[int] = field(default_factory=bpf_program_ids)
+    # Other processes on this kernel (another test tier, a crashed run) may hold their
+    # own: only what appeared after the install counts as the installation's.
+    instances_before: set[str] = field(default_factory=tracefs_instances)
     timings: dict[str, float] = field(default_factory=dict)
     uninstalled: bool = False
 
@@ -376,6 +384,6 @@ def check_uninstall_leaves_nothing(installed: Installation) -> None:
                   timeout=60)  # fmt: skip
     new_programs = bpf_program_ids() - inst.programs_before
     assert not new_programs, f"BPF programs left loaded: {sorted(new_programs)}"
-    instances = sorted(p.name for p in TRACEFS_INSTANCES.glob("podtrace*"))
+    instances = sorted(tracefs_instances() - inst.instances_before)
     assert not instances, f"ftrace instances left: {instances}"
     assert not BPF_PINS.exists(), f"{BPF_PINS} left: {list(BPF_PINS.iterdir())}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import time
 from pathlib import Path
 
 TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
@@ -81,6 +82,18 @@ class Instance:
             write(self.path / "events" / "enable", "0")
         except TracefsError:
             pass
+        # A reader that just closed trace_pipe_raw can keep the instance busy for a moment:
+        # retry briefly rather than leave the instance behind.
+        for _ in range(40):
+            try:
+                self.path.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError as err:
+                if err.errno != errno.EBUSY:
+                    raise
+                time.sleep(0.05)
         self.path.rmdir()
 
     def set(self, relative: str, value: str, append: bool = False) -> None:
