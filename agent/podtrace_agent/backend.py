@@ -268,7 +268,7 @@ class BackendOptions:
     auto_trace_mask: probes for container cgroups created under kubepods after
         start (see `kubepods.is_container_cgroup`); NO_PROBES only reports them.
     max_traced: how many cgroups can be traced at once (BPF: traced map entries
-        and counter rows, each row 4 KiB per CPU).
+        and counter rows, each row 4 KiB).
     """
 
     auto_trace_mask: Probe = NO_PROBES

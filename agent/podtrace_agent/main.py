@@ -160,7 +160,7 @@ def parser() -> argparse.ArgumentParser:
                      help="do not print events as JSON lines on stdout")
     run.add_argument("--max-traced", type=_positive, default=512, metavar="N",
                      help="containers traced at once: BPF traced-map entries and counter rows "
-                          "(4 KiB per CPU each) or ftrace instances (default 512); beyond it "
+                          "(4 KiB each) or ftrace instances (default 512); beyond it "
                           "targets are Pending with reason CapacityExceeded")
     run.add_argument("--ringbuf-pages", type=_power_of_two, default=256, metavar="N",
                      help="bcc ring buffer size in 4 KiB pages, a power of two (default 256 = "

@@ -41,7 +41,7 @@
 /* traced_cgroup.flags */
 #define TRACED_AUTO 0x1 /* inserted by the cgroup_mkdir hook */
 
-/* Indexes of the per-CPU `stats` array. */
+/* Indexes of the `stats` array (shared by all CPUs, atomic adds). */
 #define STAT_RINGBUF_FULL 0 /* an event was lost: ring buffer reservation failed */
 #define STAT_NO_SLOT 1      /* a new container cgroup found no free counter row */
 #define STAT_TRACED_FULL 2  /* a new container cgroup found the traced map full */

@@ -1,11 +1,12 @@
 """The bcc backend: compiles bpf/podtrace.c with knobs as cflags, programs its
 maps from user space and reads events and counters back.
 
-Counter rows: each traced cgroup owns one row of the per-CPU `counts` array
-(NR_SYSCALLS_MAX columns). Free rows wait in the BPF queue `free_slots`, which
-both the cgroup_mkdir hook (auto-tracing) and trace() pop from. How entries and
-rows are kept exact while the kernel's hooks run concurrently is rows.py's
-part; `BccTables` is its view of the real maps.
+Counter rows: each traced cgroup owns one row of the `counts` array
+(NR_SYSCALLS_MAX columns), one copy for all CPUs (atomic adds, podtrace.c).
+Free rows wait in the BPF queue `free_slots`, which both the cgroup_mkdir hook
+(auto-tracing) and trace() pop from. How entries and rows are kept exact
+while the kernel's hooks run concurrently is rows.py's part; `BccTables` is
+its view of the real maps.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import ctypes
 import errno
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from podtrace_api.nodeconfig import Probe
@@ -35,6 +37,7 @@ from ..ftrace.tracefs import TracefsError, event_fields, find_tracefs
 from ..kubepods import qos_names
 from . import btf
 from .fhandle import CgroupHandles
+from .memory import MapMemory, parse_fdinfo
 from .rows import Entry, RowBook
 from .tables import SharedValues
 from .wire import BPF_DIR, C, OpenPrefix, TracedCgroup, decode
@@ -98,28 +101,27 @@ def _errno(rc: int) -> int:
     return -rc if rc < -1 else (ctypes.get_errno() or 1)
 
 
-def _possible_cpus() -> int:
-    """num_possible_cpus(): per-CPU map values have one slot per possible CPU."""
+def possible_cpus() -> int:
+    """num_possible_cpus(): what per-CPU maps are sized by."""
     from bcc.utils import get_possible_cpus
 
     return len(get_possible_cpus())
 
 
 class CounterRows:
-    """Rows of the per-CPU `counts` array, read and zeroed one row per syscall
-    with the map batch operations (key of the batch cursor: the previous index)."""
+    """Rows of the `counts` array, read and zeroed one row per syscall with the
+    map batch operations (key of the batch cursor: the previous index)."""
 
-    def __init__(self, map_fd: int, ncpus: int) -> None:
+    def __init__(self, map_fd: int) -> None:
         from bcc.libbcc import lib
 
         self._lib = lib
         self._fd = map_fd
-        self._ncpus = ncpus
         self._keys = (ctypes.c_uint32 * COLUMNS)()
-        self._values = (ctypes.c_uint64 * (COLUMNS * ncpus))()
+        self._values = (ctypes.c_uint64 * COLUMNS)()
 
     def read(self, slot: int) -> dict[int, int]:
-        """syscall nr -> count summed over CPUs, zero counts left out."""
+        """syscall nr -> count, zero counts left out."""
         count = ctypes.c_uint32(COLUMNS)
         cursor = ctypes.c_uint32(slot * COLUMNS - 1)
         out = ctypes.c_uint32(0)
@@ -135,16 +137,11 @@ class CounterRows:
         error = _errno(rc)
         if (error and error != errno.ENOENT) or count.value != COLUMNS:
             raise BackendError(f"reading counter row {slot}: {os.strerror(error)}")
-        values = self._values
-        ncpus = self._ncpus
-        result = {}
-        for column in range(COLUMNS):
-            base = column * ncpus
-            total = sum(values[base : base + ncpus])
-            if total:
-                nr = OTHER_SYSCALL if column == COLUMNS - 1 else column
-                result[nr] = total
-        return result
+        return {
+            OTHER_SYSCALL if column == COLUMNS - 1 else column: total
+            for column, total in enumerate(self._values)
+            if total
+        }
 
     def zero(self, slot: int) -> None:
         for column in range(COLUMNS):
@@ -326,7 +323,7 @@ class BccBackend:
         except Exception as err:
             self.close()
             raise BackendError(f"compiling or loading {PROGRAM.name} failed: {err}") from err
-        rows = CounterRows(self._table("counts").map_fd, _possible_cpus())
+        rows = CounterRows(self._table("counts").map_fd)
         tables = BccTables(self._bpf, rows, handles)
         self._book = RowBook(tables, self.options.max_traced, self._release_filters)
         for row in range(self.options.max_traced):
@@ -432,7 +429,10 @@ class BccBackend:
         return events
 
     def _dropped(self) -> int:
-        return sum(self._table("stats")[ctypes.c_uint32(C["STAT_RINGBUF_FULL"])])
+        return self._stat(C["STAT_RINGBUF_FULL"])
+
+    def _stat(self, index: int) -> int:
+        return int(self._table("stats")[ctypes.c_uint32(index)].value)
 
     def syscall_counts(self) -> dict[int, dict[int, int]]:
         book = self.book
@@ -446,8 +446,7 @@ class BccBackend:
         return result
 
     def stats(self) -> BackendStats:
-        stats = self._table("stats")
-        per_stat = [sum(stats[ctypes.c_uint32(i)]) for i in range(C["NR_STATS"])]
+        per_stat = [self._stat(i) for i in range(C["NR_STATS"])]
         traced = len(self._table("traced"))
         capacity = self.options.max_traced
         return BackendStats(
@@ -462,11 +461,31 @@ class BccBackend:
             untraced_for_capacity=per_stat[C["STAT_NO_SLOT"]] + per_stat[C["STAT_TRACED_FULL"]],
         )
 
+    def map_memory(self) -> list[MapMemory]:
+        """Every map of the loaded program with the memory the kernel charges
+        for it (fdinfo `memlock`), for tests and bench/."""
+        from bcc.libbcc import lib
+
+        if self._bpf is None:
+            raise BackendError("backend not started")
+        module = self._bpf.module
+        lib.bpf_num_tables.restype = ctypes.c_size_t
+        lib.bpf_num_tables.argtypes = [ctypes.c_void_p]
+        lib.bpf_table_name.restype = ctypes.c_char_p
+        lib.bpf_table_name.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        result = []
+        for index in range(lib.bpf_num_tables(module)):
+            name = lib.bpf_table_name(module, index)
+            fd = lib.bpf_table_fd(module, name)
+            text = Path(f"/proc/self/fdinfo/{fd}").read_text()
+            if (memory := parse_fdinfo(name.decode(), text)) is not None:
+                result.append(memory)
+        return result
+
     def kernel_stats(self) -> dict[str, int]:
-        """The `stats` array by name (STAT_* of events.h), summed over CPUs."""
-        stats = self._table("stats")
+        """The `stats` array by name (STAT_* of events.h)."""
         return {
-            name.removeprefix("STAT_").lower(): sum(stats[ctypes.c_uint32(index)])
+            name.removeprefix("STAT_").lower(): self._stat(index)
             for name, index in C.items()
             if name.startswith("STAT_")
         }

@@ -55,8 +55,15 @@ BPF_ARRAY(row_owner, u64, MAX_TRACED);
  * may re-create the entry of a cgroup removed meanwhile, and in its sweep;
  * unlike a flag in the entry, no user space write can erase it. */
 BPF_TABLE("lru_hash", u64, u64, removed, MAX_REMOVED);
-BPF_PERCPU_ARRAY(counts, u64, MAX_TRACED * NR_SYSCALLS_MAX);
-BPF_PERCPU_ARRAY(stats, u64, NR_STATS);
+/* Counters: one row of NR_SYSCALLS_MAX columns per traced cgroup, ONE copy
+ * shared by all CPUs, bumped with an atomic add (lock xadd). A per-CPU array
+ * would cost MAX_TRACED * NR_SYSCALLS_MAX * 8 bytes per possible CPU (2 MiB
+ * each at the default: 256 MiB on a 128-CPU node); shared, it is 2 MiB on any
+ * node, and user space reads one value per counter instead of one per CPU.
+ * Two CPUs contend only when they count the same syscall of the same row. */
+BPF_ARRAY(counts, u64, MAX_TRACED * NR_SYSCALLS_MAX);
+/* STAT_* counters, shared likewise (cold paths only). */
+BPF_ARRAY(stats, u64, NR_STATS);
 BPF_ARRAY(open_prefix, struct open_prefix, MAX_PREFIXES);
 BPF_ARRAY(connect_port, u32, MAX_PORTS);
 BPF_PERCPU_ARRAY(cgroup_scratch, struct cgroup_event, 1);
@@ -67,7 +74,7 @@ static __always_inline void count_stat(u32 index)
 {
 	u64 *value = stats.lookup(&index);
 	if (value)
-		(*value)++;
+		__sync_fetch_and_add(value, 1);
 }
 
 static __always_inline void fill_header(struct event_header *hdr, u32 type, u64 cgroup_id)
@@ -339,7 +346,7 @@ static __always_inline void count_syscall(u64 cgroup_id, u32 slot, long nr)
 	}
 	count = counts.lookup(&index);
 	if (count)
-		(*count)++;
+		__sync_fetch_and_add(count, 1); /* result unused: a plain atomic add */
 }
 
 static __always_inline int on_sys_enter(long nr, const void *src)
