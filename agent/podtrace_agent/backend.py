@@ -24,6 +24,27 @@ from podtrace_api.nodeconfig import Probe
 NO_PROBES = Probe(0)
 
 
+@dataclass(frozen=True)
+class WorkloadMarker:
+    """The syscall that ends a container runtime's set-up of a container: what the
+    container's processes did before it is the runtime's (mounts, pivot_root,
+    hostname, keyring), what they do after it (the seccomp filter's installation,
+    and with no_new_privs off the user, groups and capabilities under that filter,
+    then the exec of the workload) must stay allowed. runc (1.0 to 1.1 at least;
+    standard_init_linux.go) calls prctl(PR_GET_PDEATHSIG) once, from its init
+    process named `runc:[2:INIT]`, right after masking paths and before
+    PR_SET_NO_NEW_PRIVS and the filter; `runc exec` (setns init) does not call it.
+    The Security Profiles Operator's bpf recorder and oci-seccomp-bpf-hook start
+    recording at the same call."""
+
+    comm: str = "runc:[2:INIT]"
+    syscall: str = "prctl"
+    option: int = 2  # PR_GET_PDEATHSIG, the call's first argument
+
+
+RUNC_MARKER = WorkloadMarker()
+
+
 @runtime_checkable
 class KubepodsRootLike(Protocol):
     """What a backend needs to know about the kubepods cgroup (discovery's result)."""
@@ -326,6 +347,14 @@ class Backend(Protocol):
 
     def syscall_counts(self) -> dict[int, dict[int, int]]:
         """cgroup id → syscall nr → count, cumulative since that cgroup's trace()."""
+        ...
+
+    def markers(self) -> dict[int, dict[int, int]]:
+        """cgroup id → its syscall counts (as `syscall_counts()` gives them) at the
+        moment the container's runtime ended its set-up: runc init's
+        prctl(PR_GET_PDEATHSIG) (`WORKLOAD_MARKER`). Only cgroups where it was seen;
+        what a cgroup counted beyond these numbers is its workload's (seccomp
+        profiles). Like syscall_counts(), a removed cgroup's is given once more."""
         ...
 
     def stats(self) -> BackendStats:

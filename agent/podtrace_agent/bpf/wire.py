@@ -116,6 +116,15 @@ class CgroupRecord(ctypes.Structure):
     ]
 
 
+class MarkerRecord(ctypes.Structure):
+    _fields_ = [
+        ("hdr", EventHeader),
+        ("slot", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint32),
+        ("counts", ctypes.c_uint64 * C["NR_SYSCALLS_MAX"]),
+    ]
+
+
 # C struct name -> mirror, for the layout test.
 MIRRORS: dict[str, type[ctypes.Structure]] = {
     "traced_cgroup": TracedCgroup,
@@ -126,6 +135,7 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "open_event": OpenRecord,
     "connect_event": ConnectRecord,
     "cgroup_event": CgroupRecord,
+    "marker_event": MarkerRecord,
 }
 
 _RECORDS: dict[int, type[ctypes.Structure]] = {
@@ -136,6 +146,19 @@ _RECORDS: dict[int, type[ctypes.Structure]] = {
     C["EVENT_CGROUP_MKDIR"]: CgroupRecord,
     C["EVENT_CGROUP_RMDIR"]: CgroupRecord,
 }
+
+
+def decode_marker(data: bytes) -> tuple[int, dict[int, int]] | None:
+    """A marker record as (cgroup id, syscall nr → count, nonzero only) in the keys
+    the loader's counter rows use (the last column, every number beyond the table,
+    as -1); None for any other record."""
+    if len(data) < ctypes.sizeof(MarkerRecord):
+        return None
+    if EventHeader.from_buffer_copy(data).type != C["EVENT_MARKER"]:
+        return None
+    rec = MarkerRecord.from_buffer_copy(data)
+    last = C["NR_SYSCALLS_MAX"] - 1
+    return rec.hdr.cgroup_id, {-1 if i == last else i: c for i, c in enumerate(rec.counts) if c}
 
 
 def _text(raw: bytes) -> str:

@@ -25,6 +25,10 @@ Limits, all inherent to ftrace:
 - OPEN and CONNECT are not supported (syscall events give user pointers,
   not strings): those probe bits are ignored;
 - a task moved out of a traced cgroup stays in its pid filter until it exits.
+
+The workload marker (backend.WorkloadMarker): the first sys_enter of prctl with
+PR_GET_PDEATHSIG by a task whose comm (as the event recorded it) is runc's init
+snapshots the cgroup's counts; markers() hands them out.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from podtrace_api.nodeconfig import Probe
 from podtrace_api.syscalls import number_of
 
 from ..backend import (
+    RUNC_MARKER,
     BackendError,
     BackendOptions,
     BackendStats,
@@ -64,6 +69,7 @@ from . import parse
 from .tracefs import Instance, TracefsError, find_tracefs, instances
 
 PREFIX = "podtrace-"
+RUNTIME_REEXEC = "/proc/self/exe"  # runc (and crun) re-exec themselves to set a container up
 _backend_numbers = itertools.count()
 READ_SIZE = 1 << 16
 POLL_MS = 50
@@ -82,6 +88,9 @@ class _Traced:
     pending: bytes = b""
     enabled: bool = False
     counts: dict[int, int] = field(default_factory=dict)
+    marker: dict[int, int] | None = None  # counts at the runtime's marker (backend.markers)
+    from_start: bool = False  # traced since its mkdir: its first tasks are the runtime's
+    workload_exec: bool = False  # a task of it executed something but the runtime itself
 
 
 def _alive(pid: int) -> bool:
@@ -123,6 +132,7 @@ class FtraceBackend:
         self._by_fd: dict[int, _Traced | None] = {}  # None: the watcher
         self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._retired: dict[int, dict[int, int]] = {}
+        self._retired_markers: dict[int, dict[int, int]] = {}
         self._procs: dict[int, tuple[int | None, int | None]] = {}  # tgid -> (ppid, uid)
         self._exit_codes: dict[int, int] = {}  # tgid -> exit(_group) argument
         self._seen = 0
@@ -134,6 +144,7 @@ class FtraceBackend:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._exit_nrs = {n for n in (number_of("exit"), number_of("exit_group")) if n is not None}
+        self._marker_nr = number_of(RUNC_MARKER.syscall)
 
     # -- setup --------------------------------------------------------------
 
@@ -299,6 +310,8 @@ class FtraceBackend:
             traced.fd = None
         if keep_counts and traced.counts:
             self._retired[traced.cgroup_id] = dict(traced.counts)
+            if traced.marker is not None:
+                self._retired_markers[traced.cgroup_id] = traced.marker
         with contextlib.suppress(OSError):
             traced.instance.remove()
 
@@ -368,7 +381,9 @@ class FtraceBackend:
             container = is_container_cgroup(self.kubepods.path, below)
             if mask and container and cg.id not in self._traced:
                 try:
-                    self._add_pids(self._create(cg.id, rel, mask), self._cgroup_threads(rel))
+                    created = self._create(cg.id, rel, mask)
+                    created.from_start = True
+                    self._add_pids(created, self._cgroup_threads(rel))
                     traced_now = True
                 except BackendError:
                     pass
@@ -394,6 +409,8 @@ class FtraceBackend:
             if call is None:
                 return
             if traced.mask & Probe.SYSCALLS:
+                if traced.marker is None and self._is_marker(traced, line, call):
+                    traced.marker = dict(traced.counts)  # the marker is the workload's
                 traced.counts[call.nr] = traced.counts.get(call.nr, 0) + 1
             if call.nr in self._exit_nrs and call.args:
                 self._exit_codes[tgid] = call.args[0]
@@ -404,6 +421,8 @@ class FtraceBackend:
                 self._procs.setdefault(forked.child_pid, (tgid, uid))
         elif line.event == "sched_process_exec":
             execd = parse.exec_(line.body)
+            if execd is not None and execd.filename != RUNTIME_REEXEC:
+                traced.workload_exec = True
             if execd is not None and traced.mask & Probe.EXEC:
                 ppid, uid = self._procs.get(execd.pid, (None, None))
                 self._events.put(
@@ -419,6 +438,16 @@ class FtraceBackend:
                 )
         elif line.event == "sched_process_exit":
             self._on_exit(traced, line, tgid)
+
+    def _is_marker(self, traced: _Traced, line: parse.TraceLine, call: parse.SysEnter) -> bool:
+        """runc init's prctl(PR_GET_PDEATHSIG) (backend.WorkloadMarker). trace_pipe
+        prints the comm a pid has when the line is read (the kernel's comm cache), not
+        when the event was recorded: an init that exec'd meanwhile shows the workload's
+        name. So in a cgroup traced since its mkdir, the first such prctl before any
+        workload exec is the runtime's whatever the comm shows (runc makes one)."""
+        if call.nr != self._marker_nr or not call.args or call.args[0] != RUNC_MARKER.option:
+            return False
+        return line.comm == RUNC_MARKER.comm or (traced.from_start and not traced.workload_exec)
 
     def _on_exit(self, traced: _Traced, line: parse.TraceLine, tgid: int) -> None:
         exited = parse.exit_(line.body)
@@ -485,6 +514,14 @@ class FtraceBackend:
             }
             result.update(self._retired)
             self._retired = {}
+        return result
+
+    def markers(self) -> dict[int, dict[int, int]]:
+        with self._lock:
+            result = {cid: dict(t.marker) for cid, t in self._traced.items()
+                      if t.marker is not None}  # fmt: skip
+            result.update(self._retired_markers)
+            self._retired_markers = {}
         return result
 
     def stats(self) -> BackendStats:
