@@ -24,11 +24,6 @@
 #define EVENT_CONNECT 4
 #define EVENT_CGROUP_MKDIR 5
 #define EVENT_CGROUP_RMDIR 6
-#define EVENT_MARKER 7 /* the container runtime's last set-up step (backend.WorkloadMarker) */
-
-/* The workload marker: prctl(PR_GET_PDEATHSIG) by runc's init process. */
-#define PR_GET_PDEATHSIG 2
-#define RUNC_INIT_COMM "runc:[2:INIT]"
 
 #define TASK_COMM_LEN 16
 #define MAX_FILENAME 256
@@ -53,6 +48,12 @@
 #define STAT_FOREIGN_ROW 3  /* a syscall not counted: its entry's row belongs to another cgroup */
 #define STAT_UNRECORDED 4   /* a cgroup_rmdir not recorded in `removed` (map update failed) */
 #define NR_STATS 8
+
+/* Indexes of the `header` array: what a restarted agent reads of pinned maps
+ * before anything else (u64 values, the same in every layout). */
+#define HEADER_READY 0  /* 1 once user space filled free_slots */
+#define HEADER_STARTS 1 /* agents that started on these maps */
+#define NR_HEADER 8
 
 /* Value of the `traced` map (key: cgroup2 id). */
 struct traced_cgroup {
@@ -109,14 +110,6 @@ struct connect_event {
 	__u32 _pad;
 	__u8 addr[16]; /* 4 bytes for AF_INET */
 	char comm[TASK_COMM_LEN];
-};
-
-/* A traced cgroup's counter row when the marker ran (before counting it). */
-struct marker_event {
-	struct event_header hdr;
-	__u32 slot;
-	__u32 _pad;
-	__u64 counts[NR_SYSCALLS_MAX];
 };
 
 struct cgroup_event {

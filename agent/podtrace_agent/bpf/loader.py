@@ -11,10 +11,13 @@ its view of the real maps.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
+import logging
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +38,14 @@ from ..backend import (
 )
 from ..ftrace.tracefs import TracefsError, event_fields, find_tracefs
 from ..kubepods import qos_names
-from . import btf
+from . import btf, pins
 from .fhandle import CgroupHandles
 from .memory import MapMemory, parse_fdinfo
-from .rows import Entry, RowBook
+from .rows import Entry, RowBook, orphaned_rows
 from .tables import SharedValues
-from .wire import BPF_DIR, C, OpenPrefix, TracedCgroup, decode, decode_marker
+from .wire import BPF_DIR, C, OpenPrefix, TracedCgroup, decode
 
+log = logging.getLogger(__name__)
 PROGRAM = BPF_DIR / "podtrace.c"
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 SWEEP_INTERVAL_S = 5.0
@@ -75,7 +79,7 @@ def program_cflags(
         f"-DMAX_REMOVED={removed_capacity(options.max_traced)}",
         f"-DRINGBUF_PAGES={ringbuf_pages}",
     ]
-    for name in ("open", "openat", "connect", "prctl"):
+    for name in ("open", "openat", "connect"):
         number = syscalls.get(name)
         flags.append(f"-DNR_{name.upper()}={-1 if number is None else number}")
     flags += [f"-D{macro}={value}" for macro, value in sorted(offsets.items())]
@@ -238,6 +242,70 @@ class BccTables:
         return self._handles.alive(cgroup_id)
 
 
+ORPHAN_RECHECK_S = 0.05
+
+
+@dataclass
+class Resume:
+    """What a pinned backend found at start (for logs, stats and tests)."""
+
+    layout: str = ""
+    found: bool = False  # pinned maps of this layout existed: their counts go on
+    adopted: bool = False  # and their programs were still attached
+    starts: int = 0  # agents that started on these maps, this one included
+    entries: int = 0  # traced cgroups found in them
+    orphaned_rows: int = 0  # rows a killed agent left in its quarantine, freed
+    stale: list[str] = field(default_factory=list)  # other layouts' pins, removed
+    problems: list[str] = field(default_factory=list)
+
+
+def _unattached(bpf_class: Any) -> Any:
+    """BCC's BPF without its automatic attachment of TRACEPOINT_PROBE and
+    RAW_TRACEPOINT_PROBE functions: a pinned backend attaches them with links."""
+
+    class Unattached(bpf_class):  # type: ignore[misc, valid-type]
+        def _trace_autoload(self) -> None:
+            pass
+
+    return Unattached
+
+
+def _bits(mask: int) -> list[int]:
+    """
+    >>> _bits(0b1010)
+    [1, 3]
+    """
+    return [i for i in range(mask.bit_length()) if mask >> i & 1]
+
+
+def _describe_stale(directory: Path) -> str:
+    """What another layout's pins held, read through what every layout shares
+    (the `header` array, the `traced` map's u64 keys): said, then removed."""
+    traced = 0
+    with contextlib.suppress(OSError):
+        fd = pins.obj_get(directory / "traced")
+        try:
+            traced = _count_keys(fd)
+        finally:
+            os.close(fd)
+    return (f"pins of another program layout ({directory.name}, {traced} traced cgroups) "
+            "removed: what they counted since the last report is lost")
+
+
+def _count_keys(fd: int) -> int:
+    from bcc.libbcc import lib
+
+    key, following = ctypes.c_uint64(), ctypes.c_uint64()
+    count = 0
+    if lib.bpf_get_first_key(fd, ctypes.byref(key), ctypes.sizeof(key)) < 0:
+        return 0
+    while True:
+        count += 1
+        if lib.bpf_get_next_key(fd, ctypes.byref(key), ctypes.byref(following)) < 0:
+            return count
+        key.value = following.value
+
+
 def _entry(value: TracedCgroup) -> Entry:
     return Entry(value.mask, value.slot, value.open_prefixes, value.connect_ports, value.flags)
 
@@ -260,15 +328,22 @@ class BccBackend:
         *,
         ringbuf_pages: int = 256,
         use_btf: bool = True,
+        pin_dir: Path | None = None,
+        allow_mount: bool = True,
     ) -> None:
         self.kubepods = kubepods
         self.options = options or BackendOptions()
         self.ringbuf_pages = ringbuf_pages
+        # The instance's pin directory (pins.py); None: nothing outlives the agent.
+        self.pin_dir = pin_dir
+        self.allow_mount = allow_mount
+        self.resume = Resume()
+        self._lock: pins.InstanceLock | None = None
+        self._layout_dir: Path | None = None
         self._bpf: Any = None
         self._book: RowBook | None = None
         self._handles: CgroupHandles | None = None
         self._pending: list[Event] = []
-        self._markers: dict[int, dict[int, int]] = {}  # cgroup → counts at its marker
         self._seen = 0
         self._prefixes = SharedValues[str](C["MAX_PREFIXES"])
         self._ports = SharedValues[int](C["MAX_PORTS"])
@@ -295,7 +370,7 @@ class BccBackend:
             self.kubepods,
             self.options,
             ringbuf_pages=self.ringbuf_pages,
-            syscalls={n: number_of(n) for n in ("open", "openat", "connect", "prctl")},
+            syscalls={n: number_of(n) for n in ("open", "openat", "connect")},
             offsets=offsets,
             exit_has_group_dead=group_dead,
         )
@@ -317,21 +392,121 @@ class BccBackend:
             )
         self._handles = handles
         cflags = self.cflags()
+        layout_dir = self._pin_layout(cflags)
+        if layout_dir is not None:
+            cflags.append(f'-DPIN_DIR="{layout_dir}"')
         try:
-            # Tracepoints attach while BPF() returns: a container cgroup made in
-            # the instant before the queue is filled is reported untraced.
-            self._bpf = BPF(src_file=str(PROGRAM).encode(), cflags=cflags)
+            # Unpinned, tracepoints attach while BPF() returns: a container cgroup
+            # made in the instant before the queue is filled is reported untraced.
+            bpf_class = BPF if layout_dir is None else _unattached(BPF)
+            self._bpf = bpf_class(src_file=str(PROGRAM).encode(), cflags=cflags)
+            if layout_dir is not None:
+                self.resume.adopted = self._attach_pinned(layout_dir)
         except Exception as err:
             self.close()
             raise BackendError(f"compiling or loading {PROGRAM.name} failed: {err}") from err
         rows = CounterRows(self._table("counts").map_fd)
         tables = BccTables(self._bpf, rows, handles)
         self._book = RowBook(tables, self.options.max_traced, self._release_filters)
-        for row in range(self.options.max_traced):
-            if error := tables.push_row(row):
-                self.close()
-                raise BackendError(f"filling free_slots: {os.strerror(error)}")
+        header = self._table("header")
+        if header[ctypes.c_int(C["HEADER_READY"])].value:
+            self._resume_book(tables)
+        else:
+            for row in range(self.options.max_traced):
+                if error := tables.push_row(row):
+                    self.close()
+                    raise BackendError(f"filling free_slots: {os.strerror(error)}")
+            header[ctypes.c_int(C["HEADER_READY"])] = ctypes.c_uint64(1)
+        starts = header[ctypes.c_int(C["HEADER_STARTS"])].value + 1
+        header[ctypes.c_int(C["HEADER_STARTS"])] = ctypes.c_uint64(starts)
+        self.resume.starts = starts
         self._table("events").open_ring_buffer(self._on_record)
+
+    # -- pins (pins.py) -----------------------------------------------------
+
+    def _pin_layout(self, cflags: list[str]) -> Path | None:
+        """The layout directory to pin into, after removing other layouts' pins;
+        None when this backend does not pin (no pin_dir, or another agent holds
+        the instance: that one keeps it, this one runs unpinned, as before)."""
+        if self.pin_dir is None:
+            return None
+        try:
+            pins.ensure_bpffs(self.allow_mount)
+            self._lock = pins.InstanceLock(self.pin_dir)
+        except pins.PinError as err:
+            self.resume.problems.append(f"not pinned, a restart loses what was counted: {err}")
+            log.warning("%s", self.resume.problems[-1])
+            return None
+        sources = [p.read_bytes() for p in sorted(BPF_DIR.glob("*.[ch]"))]
+        layout = pins.layout_id(sources, cflags)
+        for stale in pins.stale_layouts(self.pin_dir, layout):
+            self.resume.stale.append(_describe_stale(stale))
+            pins.remove(stale)
+        self._layout_dir = self.pin_dir / layout
+        self._layout_dir.mkdir(exist_ok=True)
+        self.resume.layout = layout
+        self.resume.found = (self._layout_dir / "header").exists()
+        return self._layout_dir
+
+    def _attach_pinned(self, layout_dir: Path) -> bool:
+        """Attach every program with a pinned link; True when the links of a
+        previous agent of this layout were all there (its programs go on: nothing
+        is attached twice and nothing goes uncounted in between). Links left
+        half-made by an agent killed while attaching are replaced."""
+        from bcc import BPF
+        from bcc.libbcc import lib
+
+        functions = [lib.bpf_function_name(self._bpf.module, i).decode()
+                     for i in range(lib.bpf_num_functions(self._bpf.module))]
+        probes = [f for f in functions if f.startswith(("tracepoint__", "raw_tracepoint__"))]
+        found = pins.links(layout_dir)
+        if found and set(found) == set(probes):
+            return True
+        for path in found.values():
+            path.unlink()
+        tracefs = find_tracefs()
+        for name in probes:
+            if name.startswith("raw_tracepoint__"):
+                fn = self._bpf.load_func(name.encode(), BPF.RAW_TRACEPOINT)
+                fd = lib.bpf_attach_raw_tracepoint(fn.fd, name.removeprefix("raw_tracepoint__")
+                                                   .encode())
+                if fd < 0:
+                    raise BackendError(f"attaching {name}: {os.strerror(_errno(fd))}")
+            else:
+                fn = self._bpf.load_func(name.encode(), BPF.TRACEPOINT)
+                _, category, event = name.split("__", 2)
+                fd = pins.link_tracepoint(fn.fd, tracefs, category, event)
+            pins.pin_link(fd, layout_dir / f"{pins.LINK_PREFIX}{name}")
+        return False
+
+    def _resume_book(self, tables: BccTables) -> None:
+        """Take over a previous agent's rows and filter references: rows it left
+        in its quarantine (orphaned twice, a moment apart: see orphaned_rows) are
+        zeroed and freed; the entries' filter bits hold references again."""
+        entries = tables.entries()
+        first = orphaned_rows(entries, tables.owners())
+        time.sleep(ORPHAN_RECHECK_S)
+        entries = tables.entries()
+        orphans = first & orphaned_rows(entries, tables.owners())
+        self.book.adopt_quarantined(orphans)
+        self.resume.orphaned_rows = len(orphans)
+        self.resume.entries = len(entries)
+        prefixes, ports = self._table("open_prefix"), self._table("connect_port")
+        for entry in entries.values():
+            for index in _bits(entry.open_prefixes):
+                value = prefixes[ctypes.c_int(index)]
+                self._prefixes.adopt(index, value.str[: value.len].decode())
+            for index in _bits(entry.connect_ports):
+                self._ports.adopt(index, int(ports[ctypes.c_int(index)].value))
+
+    def unpin(self) -> None:
+        """Remove this instance's pins (uninstall, or a standalone trace that
+        ended): its programs detach and its maps are freed once closed."""
+        if self._layout_dir is not None:
+            pins.remove(self._layout_dir)
+            self._layout_dir = None
+        if self.pin_dir is not None and self._lock is not None:
+            pins.remove_tree(self.pin_dir)
 
     def _table(self, name: str) -> Any:
         if self._bpf is None:
@@ -368,7 +543,6 @@ class BccBackend:
 
     def untrace(self, cgroup_id: int) -> None:
         self.book.untrace(cgroup_id)
-        self._markers.pop(cgroup_id, None)  # its counts start over if traced again
 
     def _acquire_prefixes(self, prefixes: tuple[str, ...]) -> int:
         limit = C["PREFIX_MAX"]
@@ -405,12 +579,7 @@ class BccBackend:
     # -- results ------------------------------------------------------------
 
     def _on_record(self, _ctx: Any, data: Any, size: int) -> None:
-        raw = ctypes.string_at(data, size)
-        if (marker := decode_marker(raw)) is not None:
-            self._seen += 1
-            self._markers.setdefault(marker[0], marker[1])  # runc makes one; the first wins
-            return
-        event = decode(raw, self.kubepods.root_path)
+        event = decode(ctypes.string_at(data, size), self.kubepods.root_path)
         if event is not None:
             self._seen += 1
             self._pending.append(event)
@@ -450,13 +619,6 @@ class BccBackend:
         }
         result.update(book.retired)
         book.retired = {}
-        return result
-
-    def markers(self) -> dict[int, dict[int, int]]:
-        """Markers of the cgroups traced now, and once more of those gone since."""
-        traced = self.book.tables.entries()
-        result = dict(self._markers)
-        self._markers = {c: m for c, m in self._markers.items() if c in traced}
         return result
 
     def stats(self) -> BackendStats:
@@ -512,3 +674,6 @@ class BccBackend:
         if self._handles is not None:
             self._handles.close()
             self._handles = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None

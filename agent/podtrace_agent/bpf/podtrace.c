@@ -26,7 +26,8 @@
  *   MAX_TRACED                    traced cgroups = counter rows
  *   MAX_REMOVED                   cgroup_rmdir records kept (`removed`, LRU)
  *   RINGBUF_PAGES                 ring buffer size in pages (power of two)
- *   NR_OPEN, NR_OPENAT, NR_CONNECT, NR_PRCTL, NR_EXIT, NR_EXIT_GROUP  syscall numbers
+ *   PIN_DIR                       (optional) where the shared maps are pinned, a string literal
+ *   NR_OPEN, NR_OPENAT, NR_CONNECT, NR_EXIT, NR_EXIT_GROUP  syscall numbers
  *   TASK_REAL_PARENT_OFF, TASK_TGID_OFF, TASK_EXIT_CODE_OFF  (optional, from BTF)
  *   PT_REGS_DI_OFF, PT_REGS_SI_OFF, PT_REGS_DX_OFF  (optional, from BTF: raw tracepoint)
  *   EXIT_HAS_GROUP_DEAD           sched_process_exit has the group_dead field
@@ -38,38 +39,72 @@
 #define PT_AF_INET 2
 #define PT_AF_INET6 10
 
+/* Maps shared with user space, pinned under PIN_DIR when the loader sets it
+ * (pins.py): they outlive the agent, and the next agent of the same layout
+ * reuses them (BCC: a pinned map is reused when the pin exists, else created
+ * and pinned). Per-CPU scratch space is the program's own, never pinned. */
+#ifdef PIN_DIR
+#define SHARED_TABLE(type, key, leaf, name, size) \
+	BPF_TABLE_PINNED(type, key, leaf, name, size, PIN_DIR "/" #name)
+#define SHARED_QUEUE(name, leaf, size) \
+	BPF_QUEUESTACK_PINNED("queue", name, leaf, size, 0, PIN_DIR "/" #name)
+#define RINGBUF_SECTION "maps/ringbuf:" PIN_DIR "/events"
+#else
+#define SHARED_TABLE(type, key, leaf, name, size) BPF_TABLE(type, key, leaf, name, size)
+#define SHARED_QUEUE(name, leaf, size) BPF_QUEUE(name, leaf, size)
+#define RINGBUF_SECTION "maps/ringbuf"
+#endif
+
 /* Bookkeeping shared with user space (rows.py says who writes what and why it
  * is race-free). The hooks never write a `traced` value through a pointer: an
  * element deleted or replaced by user space is reused at once (also with
  * BPF_F_NO_PREALLOC since 6.1), so such a write could land in another cgroup's
  * entry. */
-BPF_HASH(traced, u64, struct traced_cgroup, MAX_TRACED);
-/* Free counter rows. User space fills it, zeroing a row before it goes back. */
-BPF_QUEUE(free_slots, u32, MAX_TRACED);
+SHARED_TABLE("hash", u64, struct traced_cgroup, traced, MAX_TRACED);
+/* Free counter rows. User space fills it, zeroing a row (and its owner)
+ * before it goes back. */
+SHARED_QUEUE(free_slots, u32, MAX_TRACED);
 /* The cgroup a row was handed to, set before the entry pointing at it is
- * inserted. sys_enter counts only into a row its cgroup owns, so an entry read
- * from a reused element (or two entries on one row) never mixes counts. */
-BPF_ARRAY(row_owner, u64, MAX_TRACED);
+ * inserted, 0 while the row is free. sys_enter counts only into a row its
+ * cgroup owns, so an entry read from a reused element (or two entries on one
+ * row) never mixes counts. A restarted agent finds the rows the last one left
+ * quarantined by it: owned, but by no entry. */
+SHARED_TABLE("array", int, u64, row_owner, MAX_TRACED);
 /* Cgroups removed below kubepods (id -> bpf_ktime_get_ns() of the rmdir),
  * written only here. User space checks it after each write of `traced`, which
  * may re-create the entry of a cgroup removed meanwhile, and in its sweep;
  * unlike a flag in the entry, no user space write can erase it. */
-BPF_TABLE("lru_hash", u64, u64, removed, MAX_REMOVED);
+SHARED_TABLE("lru_hash", u64, u64, removed, MAX_REMOVED);
 /* Counters: one row of NR_SYSCALLS_MAX columns per traced cgroup, ONE copy
  * shared by all CPUs, bumped with an atomic add (lock xadd). A per-CPU array
  * would cost MAX_TRACED * NR_SYSCALLS_MAX * 8 bytes per possible CPU (2 MiB
  * each at the default: 256 MiB on a 128-CPU node); shared, it is 2 MiB on any
  * node, and user space reads one value per counter instead of one per CPU.
  * Two CPUs contend only when they count the same syscall of the same row. */
-BPF_ARRAY(counts, u64, MAX_TRACED * NR_SYSCALLS_MAX);
+SHARED_TABLE("array", int, u64, counts, MAX_TRACED * NR_SYSCALLS_MAX);
 /* STAT_* counters, shared likewise (cold paths only). */
-BPF_ARRAY(stats, u64, NR_STATS);
-BPF_ARRAY(open_prefix, struct open_prefix, MAX_PREFIXES);
-BPF_ARRAY(connect_port, u32, MAX_PORTS);
+SHARED_TABLE("array", int, u64, stats, NR_STATS);
+/* HEADER_* of events.h: user space only. */
+SHARED_TABLE("array", int, u64, header, NR_HEADER);
+SHARED_TABLE("array", int, struct open_prefix, open_prefix, MAX_PREFIXES);
+SHARED_TABLE("array", int, u32, connect_port, MAX_PORTS);
 BPF_PERCPU_ARRAY(cgroup_scratch, struct cgroup_event, 1);
 BPF_PERCPU_ARRAY(open_scratch, struct open_event, 1);
-BPF_PERCPU_ARRAY(marker_scratch, struct marker_event, 1);
-BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);
+/* BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES), with the section of a pinned map
+ * when pinned (BCC 0.26 has no pinned ring buffer macro; its frontend reads
+ * "maps/ringbuf:<path>" as it reads the pinned tables' sections). Records
+ * written while no agent reads stay in it until the next one does. */
+struct events_table_t {
+	int key;
+	u32 leaf;
+	int (*ringbuf_output)(void *, u64, u64);
+	void *(*ringbuf_reserve)(u64);
+	void (*ringbuf_discard)(void *, u64);
+	void (*ringbuf_submit)(void *, u64);
+	u32 max_entries;
+};
+__attribute__((section(RINGBUF_SECTION)))
+struct events_table_t events = { .max_entries = RINGBUF_PAGES * PAGE_SIZE };
 
 static __always_inline void count_stat(u32 index)
 {
@@ -173,6 +208,8 @@ TRACEPOINT_PROBE(cgroup, cgroup_mkdir)
 			if (traced.insert(&event->hdr.cgroup_id, &entry) == 0) {
 				event->slot = slot;
 			} else {
+				if (owner)
+					*owner = 0;
 				free_slots.push(&slot, 0);
 				count_stat(STAT_TRACED_FULL);
 			}
@@ -318,42 +355,6 @@ static __always_inline void on_connect(u64 cgroup_id, struct traced_cgroup *entr
 	events.ringbuf_submit(event, 0);
 }
 
-/* ---- the workload marker: runc init's prctl(PR_GET_PDEATHSIG) -------------
- * runc's init (comm RUNC_INIT_COMM) makes this call once, after mounts,
- * pivot_root and hostname and before its seccomp filter (backend.WorkloadMarker).
- * The row's counts at that moment go to user space in one record: what the
- * cgroup counts beyond them is the workload's. Costs nothing on the hot path:
- * only a traced cgroup's prctl with that option reads the comm. */
-
-static __always_inline int is_runc_init(void)
-{
-	char comm[TASK_COMM_LEN] = {};
-
-	bpf_get_current_comm(&comm, sizeof(comm));
-	return PATH_HAS(comm, 0, RUNC_INIT_COMM) && comm[sizeof(RUNC_INIT_COMM) - 1] == 0;
-}
-
-static __always_inline void on_marker(u64 cgroup_id, u32 slot)
-{
-	u32 zero = 0;
-	struct marker_event *event = marker_scratch.lookup(&zero);
-	u64 *owner = row_owner.lookup(&slot);
-
-	if (!event || !owner || *owner != cgroup_id || slot >= MAX_TRACED)
-		return;
-	for (u32 i = 0; i < NR_SYSCALLS_MAX; i++) {
-		u32 index = slot * NR_SYSCALLS_MAX + i;
-		u64 *count = counts.lookup(&index);
-
-		event->counts[i] = count ? *count : 0;
-	}
-	fill_header(&event->hdr, EVENT_MARKER, cgroup_id);
-	event->slot = slot;
-	event->_pad = 0;
-	if (events.ringbuf_output(event, sizeof(*event), 0))
-		count_stat(STAT_RINGBUF_FULL);
-}
-
 /* Syscall argument i (0..2) of the hook's source: the saved registers for
  * the raw tracepoint (x86_64 passes arguments in di, si, dx), the record's
  * args[] for the classic one. */
@@ -396,9 +397,6 @@ static __always_inline int on_sys_enter(long nr, const void *src)
 		return 0;
 	/* One copy, at once: the element may be reused by user space's next write. */
 	__builtin_memcpy(&entry, found, sizeof(entry));
-	if ((entry.mask & PROBE_SYSCALLS) && nr == NR_PRCTL &&
-	    syscall_arg(src, 0) == PR_GET_PDEATHSIG && is_runc_init())
-		on_marker(cgroup_id, entry.slot); /* before counting it: the call is the workload's */
 	if (entry.mask & PROBE_SYSCALLS)
 		count_syscall(cgroup_id, entry.slot, nr);
 	if ((entry.mask & PROBE_OPEN) && nr == NR_OPENAT)

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 QUARANTINE_S = 0.2
 CONFIRM_S = 1.0
+FREE = 0  # row_owner of a row in the free queue (no cgroup has id 0)
 
 
 @dataclass(frozen=True)
@@ -245,9 +246,15 @@ class RowBook:
         self.release_due()
         return self.tables.pop_row()
 
+    def adopt_quarantined(self, rows: Iterable[int]) -> None:
+        """Rows a previous agent left in its quarantine (`orphaned_rows`): zeroed
+        and freed like any other."""
+        for row in rows:
+            self._quarantine.setdefault(row, self._clock())
+
     def _requeue(self, row: int) -> None:
-        """Give back a row popped but not used (still zero)."""
-        if self.tables.push_row(row):
+        """Give back a row popped but not used (still zero), ownerless."""
+        if self.tables.set_owner(row, FREE) or self.tables.push_row(row):
             self._quarantine[row] = self._clock()
 
     def release_due(self, force: bool = False) -> None:
@@ -263,12 +270,28 @@ class RowBook:
                 self.counters["zero_failed"] += 1
                 log.warning("zeroing counter row %d failed, retried later: %s", row, err)
                 continue
-            if error := self.tables.push_row(row):
+            if error := self.tables.set_owner(row, FREE) or self.tables.push_row(row):
                 self.counters["push_failed"] += 1
                 log.warning("freeing counter row %d failed, retried later: %s", row,
                             os.strerror(error))
                 continue
             del self._quarantine[row]
+
+
+def orphaned_rows(entries: Mapping[int, Entry], owners: Mapping[int, int]) -> set[int]:
+    """Rows owned by a cgroup whose entry does not hold them: left in the
+    quarantine of an agent that was killed (or, for an instant, being handed out
+    by cgroup_mkdir between setting the owner and inserting the entry: so a
+    caller takes only rows found orphaned twice, a moment apart). Free rows are
+    owned by no one (FREE).
+
+    >>> orphaned_rows({7: Entry(1, 0)}, {0: 7, 1: 9, 2: FREE})
+    {1}
+    """
+    return {
+        row for row, owner in owners.items()
+        if owner != FREE and (owner not in entries or entries[owner].slot != row)
+    }
 
 
 def audit(

@@ -62,6 +62,23 @@ class SharedValues(Generic[V]):
             bits |= 1 << index
         return bits, placed
 
+    def adopt(self, index: int, value: V) -> None:
+        """One more reference on a value found at `index` in the kernel's table
+        (an agent resuming pinned maps rebuilds the references from the entries'
+        bits).
+
+        >>> t = SharedValues[int](4)
+        >>> t.adopt(2, 443); t.adopt(2, 443); t.acquire([443])
+        (4, [])
+        >>> t.release(4), t.release(4), t.release(4)
+        ([], [], [2])
+        """
+        if self._values[index] not in (None, value):
+            raise ValueError(f"entry {index} holds {self._values[index]!r}, not {value!r}")
+        self._values[index] = value
+        self._index[value] = index
+        self._refs[index] += 1
+
     def release(self, bits: int) -> list[int]:
         """Drop one reference on each index in `bits`; the indexes freed."""
         freed = []
