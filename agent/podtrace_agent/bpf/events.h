@@ -24,6 +24,11 @@
 #define EVENT_CONNECT 4
 #define EVENT_CGROUP_MKDIR 5
 #define EVENT_CGROUP_RMDIR 6
+#define EVENT_MARKER 7 /* the container runtime's last set-up step (backend.WorkloadMarker) */
+
+/* The workload marker: prctl(PR_GET_PDEATHSIG) by runc's init process. */
+#define PR_GET_PDEATHSIG 2
+#define RUNC_INIT_COMM "runc:[2:INIT]"
 
 #define TASK_COMM_LEN 16
 #define MAX_FILENAME 256
@@ -110,6 +115,14 @@ struct connect_event {
 	__u32 _pad;
 	__u8 addr[16]; /* 4 bytes for AF_INET */
 	char comm[TASK_COMM_LEN];
+};
+
+/* A traced cgroup's counter row when the marker ran (before counting it). */
+struct marker_event {
+	struct event_header hdr;
+	__u32 slot;
+	__u32 _pad;
+	__u64 counts[NR_SYSCALLS_MAX];
 };
 
 struct cgroup_event {

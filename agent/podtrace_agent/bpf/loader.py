@@ -43,7 +43,7 @@ from .fhandle import CgroupHandles
 from .memory import MapMemory, parse_fdinfo
 from .rows import Entry, RowBook, orphaned_rows
 from .tables import SharedValues
-from .wire import BPF_DIR, C, OpenPrefix, TracedCgroup, decode
+from .wire import BPF_DIR, C, OpenPrefix, TracedCgroup, decode, decode_marker
 
 log = logging.getLogger(__name__)
 PROGRAM = BPF_DIR / "podtrace.c"
@@ -79,7 +79,7 @@ def program_cflags(
         f"-DMAX_REMOVED={removed_capacity(options.max_traced)}",
         f"-DRINGBUF_PAGES={ringbuf_pages}",
     ]
-    for name in ("open", "openat", "connect"):
+    for name in ("open", "openat", "connect", "prctl"):
         number = syscalls.get(name)
         flags.append(f"-DNR_{name.upper()}={-1 if number is None else number}")
     flags += [f"-D{macro}={value}" for macro, value in sorted(offsets.items())]
@@ -344,6 +344,7 @@ class BccBackend:
         self._book: RowBook | None = None
         self._handles: CgroupHandles | None = None
         self._pending: list[Event] = []
+        self._markers: dict[int, dict[int, int]] = {}  # cgroup → counts at its marker
         self._seen = 0
         self._prefixes = SharedValues[str](C["MAX_PREFIXES"])
         self._ports = SharedValues[int](C["MAX_PORTS"])
@@ -370,7 +371,7 @@ class BccBackend:
             self.kubepods,
             self.options,
             ringbuf_pages=self.ringbuf_pages,
-            syscalls={n: number_of(n) for n in ("open", "openat", "connect")},
+            syscalls={n: number_of(n) for n in ("open", "openat", "connect", "prctl")},
             offsets=offsets,
             exit_has_group_dead=group_dead,
         )
@@ -543,6 +544,7 @@ class BccBackend:
 
     def untrace(self, cgroup_id: int) -> None:
         self.book.untrace(cgroup_id)
+        self._markers.pop(cgroup_id, None)  # its counts start over if traced again
 
     def _acquire_prefixes(self, prefixes: tuple[str, ...]) -> int:
         limit = C["PREFIX_MAX"]
@@ -579,7 +581,12 @@ class BccBackend:
     # -- results ------------------------------------------------------------
 
     def _on_record(self, _ctx: Any, data: Any, size: int) -> None:
-        event = decode(ctypes.string_at(data, size), self.kubepods.root_path)
+        raw = ctypes.string_at(data, size)
+        if (marker := decode_marker(raw)) is not None:
+            self._seen += 1
+            self._markers.setdefault(marker[0], marker[1])  # runc makes one; the first wins
+            return
+        event = decode(raw, self.kubepods.root_path)
         if event is not None:
             self._seen += 1
             self._pending.append(event)
@@ -619,6 +626,13 @@ class BccBackend:
         }
         result.update(book.retired)
         book.retired = {}
+        return result
+
+    def markers(self) -> dict[int, dict[int, int]]:
+        """Markers of the cgroups traced now, and once more of those gone since."""
+        traced = self.book.tables.entries()
+        result = dict(self._markers)
+        self._markers = {c: m for c, m in self._markers.items() if c in traced}
         return result
 
     def stats(self) -> BackendStats:

@@ -27,7 +27,7 @@
  *   MAX_REMOVED                   cgroup_rmdir records kept (`removed`, LRU)
  *   RINGBUF_PAGES                 ring buffer size in pages (power of two)
  *   PIN_DIR                       (optional) where the shared maps are pinned, a string literal
- *   NR_OPEN, NR_OPENAT, NR_CONNECT, NR_EXIT, NR_EXIT_GROUP  syscall numbers
+ *   NR_OPEN, NR_OPENAT, NR_CONNECT, NR_PRCTL, NR_EXIT, NR_EXIT_GROUP  syscall numbers
  *   TASK_REAL_PARENT_OFF, TASK_TGID_OFF, TASK_EXIT_CODE_OFF  (optional, from BTF)
  *   PT_REGS_DI_OFF, PT_REGS_SI_OFF, PT_REGS_DX_OFF  (optional, from BTF: raw tracepoint)
  *   EXIT_HAS_GROUP_DEAD           sched_process_exit has the group_dead field
@@ -90,6 +90,7 @@ SHARED_TABLE("array", int, struct open_prefix, open_prefix, MAX_PREFIXES);
 SHARED_TABLE("array", int, u32, connect_port, MAX_PORTS);
 BPF_PERCPU_ARRAY(cgroup_scratch, struct cgroup_event, 1);
 BPF_PERCPU_ARRAY(open_scratch, struct open_event, 1);
+BPF_PERCPU_ARRAY(marker_scratch, struct marker_event, 1);
 /* BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES), with the section of a pinned map
  * when pinned (BCC 0.26 has no pinned ring buffer macro; its frontend reads
  * "maps/ringbuf:<path>" as it reads the pinned tables' sections). Records
@@ -355,6 +356,42 @@ static __always_inline void on_connect(u64 cgroup_id, struct traced_cgroup *entr
 	events.ringbuf_submit(event, 0);
 }
 
+/* ---- the workload marker: runc init's prctl(PR_GET_PDEATHSIG) -------------
+ * runc's init (comm RUNC_INIT_COMM) makes this call once, after mounts,
+ * pivot_root and hostname and before its seccomp filter (backend.WorkloadMarker).
+ * The row's counts at that moment go to user space in one record: what the
+ * cgroup counts beyond them is the workload's. Costs nothing on the hot path:
+ * only a traced cgroup's prctl with that option reads the comm. */
+
+static __always_inline int is_runc_init(void)
+{
+	char comm[TASK_COMM_LEN] = {};
+
+	bpf_get_current_comm(&comm, sizeof(comm));
+	return PATH_HAS(comm, 0, RUNC_INIT_COMM) && comm[sizeof(RUNC_INIT_COMM) - 1] == 0;
+}
+
+static __always_inline void on_marker(u64 cgroup_id, u32 slot)
+{
+	u32 zero = 0;
+	struct marker_event *event = marker_scratch.lookup(&zero);
+	u64 *owner = row_owner.lookup(&slot);
+
+	if (!event || !owner || *owner != cgroup_id || slot >= MAX_TRACED)
+		return;
+	for (u32 i = 0; i < NR_SYSCALLS_MAX; i++) {
+		u32 index = slot * NR_SYSCALLS_MAX + i;
+		u64 *count = counts.lookup(&index);
+
+		event->counts[i] = count ? *count : 0;
+	}
+	fill_header(&event->hdr, EVENT_MARKER, cgroup_id);
+	event->slot = slot;
+	event->_pad = 0;
+	if (events.ringbuf_output(event, sizeof(*event), 0))
+		count_stat(STAT_RINGBUF_FULL);
+}
+
 /* Syscall argument i (0..2) of the hook's source: the saved registers for
  * the raw tracepoint (x86_64 passes arguments in di, si, dx), the record's
  * args[] for the classic one. */
@@ -397,6 +434,9 @@ static __always_inline int on_sys_enter(long nr, const void *src)
 		return 0;
 	/* One copy, at once: the element may be reused by user space's next write. */
 	__builtin_memcpy(&entry, found, sizeof(entry));
+	if ((entry.mask & PROBE_SYSCALLS) && nr == NR_PRCTL &&
+	    syscall_arg(src, 0) == PR_GET_PDEATHSIG && is_runc_init())
+		on_marker(cgroup_id, entry.slot); /* before counting it: the call is the workload's */
 	if (entry.mask & PROBE_SYSCALLS)
 		count_syscall(cgroup_id, entry.slot, nr);
 	if ((entry.mask & PROBE_OPEN) && nr == NR_OPENAT)
