@@ -3,7 +3,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: all test unit crds lint proto demo demo-down deps venv binaries image clean
+.PHONY: all test unit crds lint proto demo demo-down deps venv binaries image clean bench
 
 all: test
 
@@ -42,6 +42,11 @@ unit: venv ## only the pure-logic tier: no root, no cluster
 NODES ?= 1
 demo: deps venv binaries ## a cluster, podtrace, a workload traced: prints tp/ct/nt, Events, seccomp profile (NODES=2: two nodes, podtrace installed in-cluster)
 	$(PY) scripts/demo.py up --nodes $(NODES)
+
+# Not part of `make test`: figures, never a pass or fail on time (root; BENCH_QUICK=1: tiny counts).
+bench: deps venv binaries ## (root) benchmarks: one table printed, bench/results/latest.json written
+	bench/install-deps
+	PYTHONPATH=tests $(PY) bench/run.py
 
 demo-down: venv ## tear down everything `make demo` started
 	$(PY) scripts/demo.py down

@@ -1,21 +1,28 @@
-"""How the operator's compile step scales: 10,000 pods × 100 TracingPolicies.
+"""How the operator's compile step scales (issue 12 part 6): by default 1,000
+nodes x 100,000 pods x 1,000 TracingPolicies, fed to the pure compile step
+(no apiserver, no watch: the inputs are built in memory).
 
 Prints figures, passes or fails nothing. Run: .venv/bin/python bench/compile_scale.py
+[--pods N --policies N --nodes N]
 
 The cluster: 100 nodes, 50 namespaces (half labelled env=prod), pods with three
 containers and app/tier labels. The policies mix what users write: a pod label
 match, a namespace selector, NotIn/Exists expressions, a node selector, named
 containers. Timed: the from-scratch compile, building the incremental index
-from nothing, a single pod event, and a single policy edit.
+from nothing, a single pod event, and a single policy edit (medians); memory:
+the process's peak RSS (ru_maxrss) and its RSS with the index built.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import random
+import resource
 import statistics
 import time
+from typing import Any
 
 from podtrace_operator.compiler import ClusterIndex, compile_cluster
 from podtrace_operator.inventory import PodRecord
@@ -66,17 +73,20 @@ def timed(fn, repeat: int = 1) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pods", type=int, default=10_000)
-    parser.add_argument("--policies", type=int, default=100)
-    parser.add_argument("--nodes", type=int, default=100)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args()
+def rss_mib() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def measure(pods_n: int = 100_000, policies: int = 1_000, nodes_n: int = 1_000, repeat: int = 1,
+            pod_events: int = 50, policy_edits: int = 3) -> dict[str, Any]:  # fmt: skip
     rnd = random.Random(1)
-    pods, namespaces, nodes = cluster(args.pods, args.nodes, 50, rnd)
+    pods, namespaces, nodes = cluster(pods_n, nodes_n, 50, rnd)
     sources = []
-    for i in range(args.policies):
+    for i in range(policies):
         parsed = parse_policy({"metadata": {"name": f"p{i}", "generation": 1},
                                "spec": policy_spec(i, rnd)})  # fmt: skip
         assert parsed.source is not None, parsed.problems
@@ -87,7 +97,7 @@ def main() -> None:
     def scratch() -> None:
         specs.update(compile_cluster(pods, namespaces, nodes, sources))
 
-    full = timed(scratch, args.repeat)
+    full = timed(scratch, repeat)
     targets = sum(len(s["targets"]) for s in specs.values())
 
     index = ClusterIndex()
@@ -119,14 +129,38 @@ def main() -> None:
         index.upsert_source(parsed.source)
         index.flush()
 
-    one_pod = timed(pod_event, 200)
-    one_policy = timed(policy_event, 20)
-    print(f"cluster: {args.pods} pods x {args.policies} policies on {args.nodes} nodes "
-          f"-> {targets} targets")  # fmt: skip
-    print(f"compile from scratch (median of {args.repeat}): {full:.2f} s")
-    print(f"incremental index built from nothing: {built:.2f} s")
-    print(f"one pod event (median of 200): {one_pod * 1000:.2f} ms")
-    print(f"one policy edit (median of 20): {one_policy * 1000:.1f} ms")
+    one_pod = timed(pod_event, pod_events)
+    one_policy = timed(policy_event, policy_edits)
+    return {"pods": pods_n, "policies": policies, "nodes": nodes_n, "targets": targets,
+            "scratch_s": full, "index_build_s": built, "pod_event_ms": one_pod * 1000,
+            "policy_edit_ms": one_policy * 1000, "pod_events": pod_events,
+            "policy_edits": policy_edits, "rss_mib": rss_mib(),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def print_table(r: dict[str, Any]) -> None:
+    print(f"operator compile (pure step): {r['pods']:,} pods x {r['policies']:,} policies on "
+          f"{r['nodes']:,} nodes -> {r['targets']:,} targets")
+    print(f"  compile from scratch: {r['scratch_s']:.1f} s; incremental index built from "
+          f"nothing: {r['index_build_s']:.1f} s")
+    print(f"  one pod event (median of {r['pod_events']}): {r['pod_event_ms']:.2f} ms; one "
+          f"policy edit (median of {r['policy_edits']}): {r['policy_edit_ms']:,.0f} ms")
+    print(f"  RSS {r['rss_mib']:,.0f} MiB with the index built, peak {r['peak_rss_mib']:,.0f} MiB")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pods", type=int, default=100_000)
+    parser.add_argument("--policies", type=int, default=1_000)
+    parser.add_argument("--nodes", type=int, default=1_000)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--pod-events", type=int, default=50)
+    parser.add_argument("--policy-edits", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    result = measure(args.pods, args.policies, args.nodes, args.repeat, args.pod_events,
+                     args.policy_edits)
+    print(json.dumps(result, indent=1)) if args.json else print_table(result)
 
 
 if __name__ == "__main__":
