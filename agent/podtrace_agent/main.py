@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING
 
 from podtrace_api.base import parse_duration
 
+from .cluster.writer import HEARTBEAT_S
+
 if TYPE_CHECKING:
     from .core import EnricherLike
 
@@ -73,6 +75,16 @@ def _node_flags(parser: argparse.ArgumentParser) -> None:
              "(repeatable, tried first; then the known sockets are tried)",
     )
     parser.add_argument(
+        "--instance", metavar="NAME",
+        help="bcc: pin the BPF maps and program links under /sys/fs/bpf/podtrace/NAME, so "
+             "that a restarted agent (kill -9 included) goes on where this one stopped "
+             "(default: the node's name; standalone: 'standalone')",
+    )
+    parser.add_argument(
+        "--no-pin", dest="pin", action="store_false",
+        help="bcc: pin nothing; what was counted goes with the agent",
+    )
+    parser.add_argument(
         "--host-root", metavar="PATH",
         help="where the host's / is mounted when the agent runs in a container, e.g. /host: "
              "the known runtime sockets are also tried under it",
@@ -99,6 +111,7 @@ def _standalone(args: argparse.Namespace) -> int:
         kubepods=args.kubepods,
         allow_mount=args.allow_mount,
         enricher=_enricher(args),
+        pin_instance=(args.instance or "standalone") if args.pin else None,
     )
 
 
@@ -116,6 +129,7 @@ def _run(args: argparse.Namespace) -> int:
         host_root=args.host_root,
         metrics_port=args.metrics_port,
         status_interval=args.status_interval,
+        heartbeat_interval=args.heartbeat_interval,
         json_events=not args.no_json_events,
         max_traced=args.max_traced,
         ringbuf_pages=args.ringbuf_pages,
@@ -156,6 +170,12 @@ def parser() -> argparse.ArgumentParser:
                           "(default 30s; the DaemonSet's livenessProbe)")
     run.add_argument("--status-interval", type=_seconds, default=5.0,
                      help="at most one NodeTracer status write per interval (default 5s)")
+    run.add_argument("--heartbeat-interval", type=_seconds, default=HEARTBEAT_S,
+                     metavar="DURATION",
+                     help="rewrite the NodeTracer status (lastHeartbeatTime) at least this "
+                          "often even when nothing changed (default 30s; never more often "
+                          "than --status-interval); the operator sets Ready Unknown after its "
+                          "--heartbeat-timeout (default 2m) without one")
     run.add_argument("--no-json-events", action="store_true",
                      help="do not print events as JSON lines on stdout")
     run.add_argument("--max-traced", type=_positive, default=512, metavar="N",

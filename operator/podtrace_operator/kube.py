@@ -138,6 +138,14 @@ class Kube:
             content_type=MERGE_PATCH, params={"fieldManager": FIELD_MANAGER},
         )  # fmt: skip
 
+    async def patch_nodetracer_status(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        """Only to set Ready Unknown when the node's agent stopped reporting (its agent
+        owns the rest of the status; heartbeats.py)."""
+        return await self.request(
+            "PATCH", f"{CR}/nodetracers/{quote(name)}/status", patch,
+            content_type=MERGE_PATCH, params={"fieldManager": FIELD_MANAGER},
+        )  # fmt: skip
+
     async def delete_nodetracer(self, name: str) -> None:
         try:
             await self.request("DELETE", f"{CR}/nodetracers/{quote(name)}")

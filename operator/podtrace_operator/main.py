@@ -67,6 +67,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pending-timeout", default="5m", type=parse_duration,
                         help="a ContainerTrace that traces nothing this long fails "
                         "(default 5m)")  # fmt: skip
+    parser.add_argument("--heartbeat-timeout", default="2m", type=parse_duration,
+                        help="a NodeTracer whose agent sent no heartbeat this long gets Ready "
+                        "Unknown and is named in the Reporting condition of the policies and "
+                        "traces with targets there; keep it above the agents' "
+                        "--heartbeat-interval (default 30s) with room for a slow write "
+                        "(default 2m)")  # fmt: skip
     parser.add_argument("--top-syscalls", type=int, default=20,
                         help="syscalls listed in a ContainerTrace's histogram "
                         "(max 64)")  # fmt: skip
@@ -144,6 +150,7 @@ async def run(args: argparse.Namespace) -> int:
     runtime = Runtime(
         Settings(
             pending_timeout=args.pending_timeout,
+            heartbeat_timeout=args.heartbeat_timeout,
             top_syscalls=max(1, min(args.top_syscalls, 64)),
             instance=me,
         ),
@@ -184,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(verbose=args.verbose, debug=args.debug)
     if args.pending_timeout <= timedelta(0):
         print("--pending-timeout must be positive", file=sys.stderr)
+        return 2
+    if args.heartbeat_timeout <= timedelta(0):
+        print("--heartbeat-timeout must be positive", file=sys.stderr)
         return 2
     try:
         lease_times(args)

@@ -6,6 +6,8 @@ the Events its transitions raise. Pure.
   applies it to every container it selects there.
 - `Applied`: False when an agent could not apply the policy to some container
   (LimitExceeded, CapacityExceeded, ApplyFailed), with a Warning Event (applied.py).
+- `Reporting`: False, naming the nodes, while the agent of a node with a target or
+  counts of the policy sends no heartbeat (heartbeats.py); such a node is not ready.
 - nodes ready/total, matched containers, rule matches summed over all nodes.
 """
 
@@ -19,6 +21,14 @@ from podtrace_api.tracingpolicy import RuleCount, TracingPolicyStatus
 
 from .applied import applied_condition, applied_events
 from .events import EventSpec, EventType, validity_events
+from .heartbeats import (
+    NOT_REPORTING,
+    Silence,
+    names,
+    reporting_condition,
+    reporting_events,
+    silent_among,
+)
 from .reports import NodeReport
 from .validation import Problem, summary
 
@@ -42,22 +52,27 @@ def policy_status(
     source_id: str,
     old: TracingPolicyStatus | None,
     now: datetime,
+    silent: Mapping[str, Silence] | None = None,
 ) -> TracingPolicyStatus:
     """The status a TracingPolicy should have now.
 
     `placement` is node → containers selected there (from the compile step);
     `reports` the NodeTracers by node name; `rules` the rule matches counted so far
-    (the ledger's total: live targets plus those gone).
+    (the ledger's total: live targets plus those gone); `silent` the nodes whose
+    agent sends no heartbeat.
     """
     problems = list(problems)
+    silent = silent or {}
     conditions = list(old.conditions) if old else []
     total = len(placement)
     ready = sum(
         1
         for node in placement
         if node in reports and reports[node].ready_for(source_id, generation)
-        and reports[node].short_of(source_id) is None
+        and reports[node].short_of(source_id) is None and node not in silent
     )
+    counted_on = set(placement) | {n for n, r in reports.items() if source_id in r.sources}
+    quiet = silent_among(placement, silent)
     matched = sum(placement.values())
     if problems:
         conditions = set_condition(
@@ -71,9 +86,14 @@ def policy_status(
             conditions, "Valid", True, ACCEPTED, "the policy compiled", now, generation
         )
         conditions = applied_condition(conditions, source_id, placement, reports, now, generation)
+        conditions = reporting_condition(conditions, counted_on, silent, now, generation)
         applied = get_condition(conditions, "Applied")
         if total == 0:
             reason, message, ok = NO_TARGETS, "no running container matches the selector", False
+        elif quiet:
+            reason, ok = NOT_REPORTING, False
+            message = (f"applied on {ready} of {total} nodes; no heartbeat from the agent "
+                       f"of {names(quiet)}")
         elif applied is not None and applied.status == "False":
             reason, ok = applied.reason, False
             message = f"applied on {ready} of {total} nodes: {applied.message}"
@@ -106,6 +126,7 @@ def policy_events(
     is_ready = get_condition(new.conditions, "Ready")
     events = validity_events(old_conditions, new.conditions, "policy accepted")
     events += applied_events(old_conditions, new.conditions)
+    events += reporting_events(old_conditions, new.conditions)
     if is_ready is not None and (was_ready is None or was_ready.reason != is_ready.reason):
         if is_ready.reason == APPLIED:
             events.append(EventSpec(

@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
+from podtrace_api.base import Condition
 from podtrace_api.conditions import is_true
 from podtrace_api.nodetracer import (
     NodeTargetStatus,
@@ -37,6 +39,9 @@ class NodeReport:
     sources: Mapping[str, SourceApplyStatus] = field(default_factory=dict)  # how each is applied
     # (pod UID, container, source) → why that source is not applied to that container
     not_applied: Mapping[tuple[str, str, str], NotApplied] = field(default_factory=dict)
+    heartbeat: datetime | None = None  # the agent's lastHeartbeatTime (heartbeats.py)
+    conditions: tuple[Condition, ...] = ()  # as stored (the operator may set Ready Unknown)
+    version: str = ""  # resourceVersion: a write of Ready Unknown is conditional on it
 
     def ready_for(self, source_id: str, generation: int) -> bool:
         """Whether the agent runs `source_id` at `generation` (or later)."""
@@ -86,5 +91,8 @@ def node_report(body: Mapping[str, Any]) -> NodeReport:
         targets=tuple(status.targets),
         sources={row.source: row for row in status.sources},
         not_applied={(n.pod_uid, n.container, n.source): n for n in status.not_applied},
+        heartbeat=status.last_heartbeat_time,
+        conditions=tuple(status.conditions),
+        version=str(meta.get("resourceVersion") or ""),
     )
 

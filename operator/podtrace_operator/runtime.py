@@ -47,6 +47,7 @@ from .events import (
     raised_by,
     series_patch,
 )
+from .heartbeats import Seen, Silence, observe, ready_unknown, silence, stale_at
 from .inventory import labels_of, name_of, pod_record
 from .kube import CR, ApiError, Kube
 from .leadership import Gate, Standalone
@@ -71,6 +72,9 @@ class Settings:
     """Tunables of the running operator (flags of `podtrace-operator`)."""
 
     pending_timeout: timedelta = timedelta(minutes=5)  # ContainerTrace: Pending → Failed
+    # No new NodeTracer heartbeat for this long: Ready Unknown (3 × the agent's default
+    # 30 s heartbeat interval plus slack for a slow write; heartbeats.py).
+    heartbeat_timeout: timedelta = timedelta(minutes=2)
     top_syscalls: int = 20  # ContainerTrace status: syscall histogram size
     debounce: float = 0.05  # seconds to let a burst of events land before writing
     retry_delay: float = 2.0  # seconds before retrying failed writes
@@ -212,7 +216,9 @@ class Runtime:
         self.stored: dict[str, WireSpec] = {}  # NodeTracer name → spec as the apiserver holds it
         self.replaced_specs: dict[str, WireSpec] = {}
         self.node_uids: dict[str, str] = {}
-        self.deadlines: dict[str, datetime] = {}
+        self.deadlines: dict[str, datetime] = {}  # source id → when to re-status it
+        self.heartbeats: dict[str, Seen] = {}  # node → its agent's last heartbeat, as seen
+        self.node_deadlines: dict[str, datetime] = {}  # node → when its agent goes silent
         self.dirty = Dirty()
         self.synced = False  # kopf listed every watched kind once
         self.needs_resync = False  # re-list before writing (on taking the Lease)
@@ -399,6 +405,13 @@ class Runtime:
         old = self.reports.pop(name, None)
         if report is not None:
             self.reports[name] = report
+            self.heartbeats[name] = observe(
+                self.heartbeats.get(name), report.heartbeat, self.clock(),
+                marked=report.conditions, timeout=self.settings.heartbeat_timeout,
+            )  # fmt: skip
+        else:
+            self.heartbeats.pop(name, None)
+            self.node_deadlines.pop(name, None)
         arch = self.index.nodes.get(name, {}).get(ARCH_LABEL, DEFAULT_ARCH)
         self.ledger.observe(name, report, partial(name_of_syscall, arch=arch))
         for r in (old, report):
@@ -483,8 +496,9 @@ class Runtime:
 
     async def _sleep_until_work(self) -> None:
         timeout = None
-        if self.deadlines:
-            timeout = max(0.0, (min(self.deadlines.values()) - self.clock()).total_seconds())
+        deadlines = [*self.deadlines.values(), *self.node_deadlines.values()]
+        if deadlines:
+            timeout = max(0.0, (min(deadlines) - self.clock()).total_seconds())
             timeout += 0.5  # whole-second clock: wake just after, not just before
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout)
@@ -495,6 +509,13 @@ class Runtime:
         for sid, when in list(self.deadlines.items()):
             if when <= now:
                 self.dirty.sources.add(sid)
+        for node, when in list(self.node_deadlines.items()):
+            if when <= now:  # its agent went silent: the NodeTracer and its sources say so
+                del self.node_deadlines[node]
+                self.dirty.nodes.add(node)
+                report = self.reports.get(node)
+                if report is not None:
+                    self.dirty.sources.update(report.spec_sources, report.sources)
         failed = False
         for _ in range(8):  # trace phase changes feed back into the index; bounded
             for node, spec in self.index.flush().items():
@@ -556,8 +577,12 @@ class Runtime:
                 self.stored.pop(node, None)
                 self._take_report(node, None)
             return
-        if stored == desired:
-            return
+        if stored != desired:
+            await self._write_spec(node, stored, desired)
+        await self._check_heartbeat(node)
+
+    async def _write_spec(self, node: str, stored: WireSpec | None, desired: WireSpec) -> None:
+        assert self.kube is not None
         if node not in self.stored:
             try:
                 answer = await self.kube.create_nodetracer(self._nodetracer_body(node, desired))
@@ -582,6 +607,48 @@ class Runtime:
         self.stored[node] = dict(answer.get("spec") or {})
         self._take_report(node, node_report(answer))
 
+    def silent(self) -> dict[str, Silence]:
+        """The nodes whose agent sent no heartbeat for the heartbeat timeout, now."""
+        now, timeout = self.clock(), self.settings.heartbeat_timeout
+        found = {node: silence(node, seen, now, timeout) for node, seen in self.heartbeats.items()}
+        return {node: s for node, s in found.items() if s is not None}
+
+    async def _check_heartbeat(self, node: str) -> None:
+        """Ready Unknown on the NodeTracer of a silent agent; else when to look again."""
+        assert self.kube is not None
+        report, seen = self.reports.get(node), self.heartbeats.get(node)
+        if report is None or seen is None:
+            self.node_deadlines.pop(node, None)
+            return
+        now, timeout = self.clock(), self.settings.heartbeat_timeout
+        quiet = silence(node, seen, now, timeout)
+        if quiet is None:
+            self.node_deadlines[node] = stale_at(seen, timeout)
+            return
+        self.node_deadlines.pop(node, None)
+        conditions = ready_unknown(report.conditions, quiet, timeout, now)
+        if conditions is None:
+            return  # already says so
+        patch: WireSpec = {"status": {"conditions": [c.to_wire() for c in conditions]}}
+        if report.version:  # never over a newer report (a heartbeat that just arrived)
+            patch["metadata"] = {"resourceVersion": report.version}
+        try:
+            answer = await self.kube.patch_nodetracer_status(node, patch)
+        except ApiError as err:
+            if err.status not in (404, 409):
+                raise
+            logger.info("NodeTracer %s: Ready Unknown not written: %s (a newer version "
+                        "or none; its watch event decides again)", node, err)  # fmt: skip
+            return
+        self.writes += 1
+        ready = next(c for c in conditions if c.type == "Ready")
+        logger.warning("NodeTracer %s: Ready Unknown: %s", node, ready.message)
+        held = self.reports.get(node)
+        mine, theirs = revision(answer), revision({"metadata": {"resourceVersion":
+                                                               held.version if held else ""}})
+        if mine is not None and (theirs is None or mine > theirs):
+            self._take_report(node, node_report(answer))
+
     # -- status ---------------------------------------------------------------------------------
 
     async def _sync_source(self, sid: str) -> None:
@@ -604,6 +671,7 @@ class Runtime:
             source_id=sid,
             old=state.status,
             now=self.clock(),
+            silent=self.silent(),
         )
         if same_status(state.status, new):
             return
@@ -648,6 +716,7 @@ class Runtime:
             pending_timeout=self.settings.pending_timeout,
             top_n=self.settings.top_syscalls,
             image_of=self._image_of,
+            silent=self.silent(),
         )
         if outcome.deadline is not None:
             self.deadlines[sid] = outcome.deadline

@@ -13,7 +13,9 @@ drops it) and its results stay as they were at that moment.
 When a node's backend lost events of the traced containers (ftrace: a buffer
 overran), condition Complete is False and, with a profile requested,
 ProfileComplete is False too: a syscall seen only in lost events is missing from
-the profile, which may then be too strict.
+the profile, which may then be too strict. While the agent of a node with a target
+or counts of the trace sends no heartbeat, condition Reporting is False and names
+that node (heartbeats.py): its targets and counts are as last reported.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from podtrace_api.nodetracer import TARGET_REASONS
 
 from .applied import applied_condition, applied_events
 from .events import EventSpec, EventType, validity_events
+from .heartbeats import Silence, reporting_condition, reporting_events
 from .reports import NodeReport
 from .seccomp import profile_json
 from .tallies import Tally
@@ -223,8 +226,10 @@ def trace_status(
     pending_timeout: timedelta,
     top_n: int,
     image_of: ImageOf = lambda uid, container: "",
+    silent: Mapping[str, Silence] | None = None,
 ) -> TraceOutcome:
-    """The status a ContainerTrace should have now, and when to look again."""
+    """The status a ContainerTrace should have now, and when to look again; `silent`
+    the nodes whose agent sends no heartbeat (named in condition Reporting)."""
     old = trace.old or ContainerTraceStatus()
     conditions = list(old.conditions)
     gen = trace.generation
@@ -256,6 +261,8 @@ def trace_status(
                                    now, gen)
     results = merge_results(source_id, gen, targets, reports, tally, top_n, image_of)
     conditions = completeness(conditions, results, spec.seccomp_profile is not None, now, gen)
+    counted_on = {n for n, _ in targets} | {n for n, r in reports.items() if source_id in r.sources}
+    conditions = reporting_condition(conditions, counted_on, silent or {}, now, gen)
     phase, start, completion, deadline = old.phase, old.start_time, None, None
     duration = parse_duration(spec.duration) if spec.duration else None
     if phase == TracePhase.PENDING:
@@ -342,6 +349,7 @@ def trace_events(old: ContainerTraceStatus | None, new: ContainerTraceStatus) ->
     is_valid = get_condition(new.conditions, "Valid")
     events = validity_events(old_conditions, new.conditions, "trace accepted")
     events += applied_events(old_conditions, new.conditions)
+    events += reporting_events(old_conditions, new.conditions)
     was, is_ = get_condition(old_conditions, COMPLETE), get_condition(new.conditions, COMPLETE)
     if is_ is not None and is_.status == ConditionStatus.FALSE and (
             was is None or was.status != ConditionStatus.FALSE):

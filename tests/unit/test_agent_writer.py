@@ -49,3 +49,38 @@ def test_outage_backs_off_and_loses_nothing() -> None:
 def test_first_offer_always_writes(interval: float) -> None:
     sink = Sink()
     assert StatusWriter(sink, interval=interval).offer({"a": 1}, now=100.0)
+
+
+def test_the_heartbeat_interval_flag_reaches_the_writer_and_the_interval_bounds_it() -> None:
+    from podtrace_agent.cluster.agent import AgentOptions
+    from podtrace_agent.main import parser
+
+    args = parser().parse_args(["run", "--node-name=n1"])
+    assert (args.heartbeat_interval, AgentOptions("n1").heartbeat_interval) == (30.0, 30.0)
+    args = parser().parse_args(["run", "--node-name=n1", "--heartbeat-interval=2s",
+                                "--status-interval=1s"])  # fmt: skip
+    assert (args.heartbeat_interval, args.status_interval) == (2.0, 1.0)
+    sink = Sink()
+    writer = StatusWriter(sink, interval=1, heartbeat=2)
+    same = {"n": 1}
+    written = [t for t in range(10) if writer.offer({**same, "lastHeartbeatTime": t}, now=t)]
+    assert written == [0, 2, 4, 6, 8]
+    slow = StatusWriter(Sink(), interval=5, heartbeat=2)  # never more often than interval
+    assert [t for t in range(12) if slow.offer({**same, "lastHeartbeatTime": t}, now=t)] == [
+        0, 5, 10]
+
+
+def test_the_agent_takes_the_operators_ready_unknown_only_when_newer_than_its_own() -> None:
+    from datetime import UTC, datetime
+
+    from podtrace_agent.cluster.agent import _marked_silent_since
+    from podtrace_api.base import Condition
+
+    def ready(status: str, minute: int) -> list[Condition]:
+        return [Condition(type="Ready", status=status, reason="AgentHeartbeatStale",
+                          last_transition_time=datetime(2026, 1, 1, 0, minute, tzinfo=UTC))]
+
+    assert _marked_silent_since(ready("Unknown", 5), ready("True", 1))
+    assert not _marked_silent_since(ready("Unknown", 5), ready("True", 6))  # an older event
+    assert not _marked_silent_since(ready("True", 5), ready("True", 1))
+    assert _marked_silent_since(ready("Unknown", 5), [])

@@ -24,7 +24,8 @@ from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from podtrace_api.base import Condition
+from podtrace_api.base import Condition, ConditionStatus
+from podtrace_api.conditions import get_condition
 from podtrace_api.nodetracer import NodeTracerSpec
 
 from ..backend import Backend, Event, ExecEvent, ExitEvent, OpenEvent
@@ -58,7 +59,7 @@ from .sender import Sender
 from .serving import serve
 from .state import KnownCgroup, NodeState, Observation
 from .status import Health, node_status
-from .writer import StatusWriter
+from .writer import HEARTBEAT_S, StatusWriter
 
 log = logging.getLogger(__name__)
 COUNTS_EVERY_S = 1.0  # counts read, plan checked, events and status offered
@@ -76,11 +77,20 @@ class AgentOptions:
     host_root: str | None = None
     metrics_port: int = 9465
     status_interval: float = 5.0
+    heartbeat_interval: float = HEARTBEAT_S
     event_interval: float = 30.0
     json_events: bool = True
     max_traced: int = 512  # traced map entries = counter rows
     ringbuf_pages: int = 256  # bcc ring buffer, a power of two
     stall_timeout: float = 30.0  # /healthz fails when the loop has not turned for this long
+
+
+def _marked_silent_since(stored: list[Condition], ours: list[Condition]) -> bool:
+    """Whether the stored Ready is Unknown, set after our own Ready's last transition
+    (an older watch event carrying it, after we wrote Ready again, is not)."""
+    theirs, mine = get_condition(stored, "Ready"), get_condition(ours, "Ready")
+    return theirs is not None and theirs.status == ConditionStatus.UNKNOWN and (
+        mine is None or theirs.last_transition_time > mine.last_transition_time)
 
 
 def _agent_version() -> str:
@@ -110,7 +120,8 @@ class Agent:
 
     def __post_init__(self) -> None:
         self.limiter = EventLimiter(interval=self.options.event_interval)
-        self.writer = StatusWriter(self._send_status, interval=self.options.status_interval)
+        self.writer = StatusWriter(self._send_status, interval=self.options.status_interval,
+                                   heartbeat=self.options.heartbeat_interval)
         self.sender = Sender(self.writer)  # every apiserver write, off the loop
         self._writing: dict[tuple[str, str, str], tuple[Series, int, float, str]] = {}
         self._first_seen: dict[tuple[str, str, str], datetime] = {}
@@ -134,9 +145,13 @@ class Agent:
     def _take_node_tracer(self, obj: dict[str, Any]) -> None:
         spec = NodeTracerSpec.model_validate(obj.get("spec") or {})
         self.state.set_spec(spec, obj.get("metadata", {}).get("generation", 0))
-        if not self.conditions:  # keep transition times across agent restarts
-            raw = (obj.get("status") or {}).get("conditions") or []
-            self.conditions = [Condition.model_validate(c) for c in raw]
+        raw = (obj.get("status") or {}).get("conditions") or []
+        stored = [Condition.model_validate(c) for c in raw]
+        # Keep transition times across agent restarts; and take the operator's Ready
+        # Unknown (it found this agent silent, e.g. while its process was stopped), so
+        # the next write's Ready=True starts a new transition.
+        if not self.conditions or _marked_silent_since(stored, self.conditions):
+            self.conditions = stored
 
     def _drain_inbox(self) -> None:
         while True:

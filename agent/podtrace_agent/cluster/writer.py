@@ -2,7 +2,8 @@
 
 The agent recomputes its whole status from in-memory state every tick; this
 class decides whether to send it. It writes at most once per interval, only
-when something other than the heartbeat changed (or the heartbeat is due), and
+when something other than the heartbeat changed (or the heartbeat is due: the
+operator takes an agent that stops rewriting it for silent), and
 backs off exponentially while the apiserver fails. Because the status is always
 recomputed from cumulative counts, a write that failed loses nothing: the next
 successful one carries everything.
@@ -15,6 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 HEARTBEAT_FIELD = "lastHeartbeatTime"
+# Default heartbeat interval (`podtrace-agent run --heartbeat-interval`): the operator's
+# default --heartbeat-timeout (2m) is 3 of these plus room for a slow write.
+HEARTBEAT_S = 30.0
 
 
 def _without_heartbeat(status: dict[str, Any]) -> dict[str, Any]:
@@ -27,7 +31,7 @@ class StatusWriter:
 
     send: Callable[[dict[str, Any]], None]
     interval: float = 5.0
-    heartbeat: float = 60.0
+    heartbeat: float = HEARTBEAT_S  # seconds between writes when nothing else changed
     max_backoff: float = 60.0
     errors: int = 0
     _last_sent: dict[str, Any] | None = None
