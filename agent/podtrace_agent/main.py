@@ -75,16 +75,6 @@ def _node_flags(parser: argparse.ArgumentParser) -> None:
              "(repeatable, tried first; then the known sockets are tried)",
     )
     parser.add_argument(
-        "--instance", metavar="NAME",
-        help="bcc: pin the BPF maps and program links under /sys/fs/bpf/podtrace/NAME, so "
-             "that a restarted agent (kill -9 included) goes on where this one stopped "
-             "(default: the node's name; standalone: 'standalone')",
-    )
-    parser.add_argument(
-        "--no-pin", dest="pin", action="store_false",
-        help="bcc: pin nothing; what was counted goes with the agent",
-    )
-    parser.add_argument(
         "--host-root", metavar="PATH",
         help="where the host's / is mounted when the agent runs in a container, e.g. /host: "
              "the known runtime sockets are also tried under it",
@@ -111,7 +101,6 @@ def _standalone(args: argparse.Namespace) -> int:
         kubepods=args.kubepods,
         allow_mount=args.allow_mount,
         enricher=_enricher(args),
-        pin_instance=(args.instance or "standalone") if args.pin else None,
     )
 
 
