@@ -8,11 +8,15 @@
 
     podtrace-agent run --node-name NODE [--kubeconfig FILE] [--runtime-endpoint EP] ...
         the node agent in a cluster (see podtrace_agent.cluster.agent)
+
+    podtrace-agent unpin --instance NAME | --all
+        remove the BPF pins (bpf/pins.py) an agent left behind
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -75,6 +79,16 @@ def _node_flags(parser: argparse.ArgumentParser) -> None:
              "(repeatable, tried first; then the known sockets are tried)",
     )
     parser.add_argument(
+        "--instance", metavar="NAME",
+        help="bcc: pin the BPF maps and program links under /sys/fs/bpf/podtrace/NAME, so "
+             "that a restarted agent (kill -9 included) goes on where this one stopped "
+             "(default: the node's name; standalone: 'standalone')",
+    )
+    parser.add_argument(
+        "--no-pin", dest="pin", action="store_false",
+        help="bcc: pin nothing; what was counted goes with the agent",
+    )
+    parser.add_argument(
         "--host-root", metavar="PATH",
         help="where the host's / is mounted when the agent runs in a container, e.g. /host: "
              "the known runtime sockets are also tried under it",
@@ -101,6 +115,7 @@ def _standalone(args: argparse.Namespace) -> int:
         kubepods=args.kubepods,
         allow_mount=args.allow_mount,
         enricher=_enricher(args),
+        pin_instance=(args.instance or "standalone") if args.pin else None,
     )
 
 
@@ -123,7 +138,18 @@ def _run(args: argparse.Namespace) -> int:
         max_traced=args.max_traced,
         ringbuf_pages=args.ringbuf_pages,
         stall_timeout=args.stall_timeout,
+        pin_instance=(args.instance or args.node_name) if args.pin else None,
+        namespace=args.namespace,
     ))
+
+
+def _unpin(args: argparse.Namespace) -> int:
+    from .bpf.pins import PIN_ROOT, instance_name, remove_tree
+
+    target = PIN_ROOT if args.all else PIN_ROOT / instance_name(args.instance)
+    remove_tree(target)
+    print(f"podtrace-agent: removed {target}", file=sys.stderr)
+    return 0
 
 
 def parser() -> argparse.ArgumentParser:
@@ -175,7 +201,22 @@ def parser() -> argparse.ArgumentParser:
                      help="bcc ring buffer size in 4 KiB pages, a power of two (default 256 = "
                           "1 MiB); events beyond it are counted in eventsDropped")
     _node_flags(run)
+    run.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE"),
+                     help="the agent's namespace ($POD_NAMESPACE): when it is terminating at "
+                          "SIGTERM, podtrace is being uninstalled and the BPF pins go")
     run.set_defaults(handler=_run)
+
+    unpin = commands.add_parser(
+        "unpin",
+        help="remove the BPF pins an agent left (its programs detach, its counts go)",
+        description="Remove /sys/fs/bpf/podtrace/NAME (or all of it): what a node agent "
+                    "killed and never restarted, or uninstalled while it was down, left "
+                    "attached and counting.",
+    )
+    which = unpin.add_mutually_exclusive_group(required=True)
+    which.add_argument("--instance", metavar="NAME", help="one instance (a node's name)")
+    which.add_argument("--all", action="store_true", help="every instance")
+    unpin.set_defaults(handler=_unpin)
     return root
 
 

@@ -26,12 +26,14 @@ import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from functools import partial
 from typing import TextIO
 
 from podtrace_api.nodetracer import IdentitySource
 from podtrace_api.syscalls import name_of
 
 from .backend import Backend, CapacityError, Event, ExecEvent, ExitEvent
+from .bpf.pins import PIN_ROOT, instance_name
 from .core import (
     AUTO_PROBES,
     Container,
@@ -44,6 +46,7 @@ from .core import (
     Output,
     Removed,
     Stop,
+    make_backend,
     start_backend,
     wall_time,
 )
@@ -233,8 +236,14 @@ def standalone(
     enricher: EnricherLike | None = None,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
+    pin_instance: str | None = None,
 ) -> int:
-    """The whole command: 0 after a clean trace, 1 when tracing cannot start."""
+    """The whole command: 0 after a clean trace, 1 when tracing cannot start.
+
+    With `pin_instance`, bcc's maps and links are pinned while it traces: after a
+    kill -9 the next standalone trace of that instance goes on with what the
+    kernel kept counting (its summaries count from the first run's start). Any
+    other end removes the pins: the trace is over."""
     emit = Output(out)
     report = discover(
         cgroupfs=cgroupfs, kubepods=kubepods, backend=backend, allow_mount=allow_mount
@@ -252,14 +261,23 @@ def standalone(
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     enrichment = Enrichment(enricher)
     try:
-        running, report = start_backend(report, backend, root)
+        make = make_backend
+        if pin_instance is not None:
+            make = partial(make_backend, pin_dir=PIN_ROOT / instance_name(pin_instance),
+                           allow_mount=allow_mount is not False)
+        running, report = start_backend(report, backend, root, make)
         if running is None:
             emit(environment_line(report, 0))
             print(f"podtrace-agent: {report.backend.reason}", file=err)
             return 1
         try:
+            for line in resume_lines(running):
+                print(f"podtrace-agent: {line}", file=err)
             trace(running, report, emit, stop, duration, enrichment)
         finally:
+            unpin = getattr(running, "unpin", None)
+            if unpin is not None:
+                unpin()
             running.close()
     except BrokenPipeError:
         return 0  # the reader went away (| head): nothing left to say
@@ -268,6 +286,20 @@ def standalone(
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return 0
+
+
+def resume_lines(backend: Backend) -> list[str]:
+    """What a pinned bcc backend found at start, for the log."""
+    resume = getattr(backend, "resume", None)
+    if resume is None or not resume.layout:
+        return list(resume.problems) if resume is not None else []
+    lines = [*resume.problems, *resume.stale]
+    if resume.found:
+        lines.append(f"resumed the pinned maps of layout {resume.layout} (start "
+                     f"{resume.starts}; {resume.entries} traced cgroups; programs "
+                     f"{'still attached' if resume.adopted else 'attached again'}; "
+                     f"{resume.orphaned_rows} rows freed)")
+    return lines
 
 
 def trace(

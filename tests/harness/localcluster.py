@@ -350,6 +350,28 @@ def foreign_pods(cgroup_root: str = "/") -> list[Path]:
     return busy
 
 
+def mount_bpffs() -> None:
+    """A bpffs at /sys/fs/bpf, as systemd mounts one on a real node: the agents pin
+    their BPF maps there (hostPath), so that a restarted agent loses no count."""
+    from podtrace_agent.bpf.pins import PinError, ensure_bpffs
+
+    try:
+        ensure_bpffs(allow_mount=True)
+    except PinError as err:
+        _stderr_progress(f"no bpffs, the agents will not pin: {err.strerror}")
+
+
+def remove_pins(node_name: str) -> list[str]:
+    """The BPF pins a node's agent left (README: Reliability), removed."""
+    from podtrace_agent.bpf.pins import PIN_ROOT, instance_name, remove_tree
+
+    directory = PIN_ROOT / instance_name(node_name)
+    if not directory.exists():
+        return []
+    remove_tree(directory)
+    return [str(directory)]
+
+
 def make_cgroup_root(cgroup_root: str) -> None:
     """kubelet insists that its cgroupRoot exists in every hierarchy; a new cpuset
     cgroup gets its parent's CPUs and memory nodes, or no task could join it."""
@@ -654,6 +676,7 @@ class LocalCluster:
         node.kubelet = Kubelet(
             binaries.kubelet,
             directory=node.kubelet_dir,
+        mount_bpffs()
             kubeconfig=self.kubeconfig,
             runtime_endpoint=node.containerd.endpoint,
             node_name=node.name,
@@ -974,12 +997,13 @@ def cleanup_host(record: dict[str, Any], uids: Sequence[str] = ()) -> dict[str, 
     all_uids = set(uids) | set(record.get("pod_uids", []))
     for node in nodes:
         all_uids |= set(_kubelet_pod_uids(Path(node["kubelet_dir"]) / "root"))
-    found: dict[str, Any] = {"pod_cgroups": [], "pod_bridges": []}
+    found: dict[str, Any] = {"pod_cgroups": [], "pod_bridges": [], "bpf_pins": []}
     found["mounts"] = unmount_under(state_dir, *apiserver_dirs)
     for node in nodes:
         cgroup_root = node["cgroup_root"]
         removed = remove_pod_cgroups(sorted(all_uids), cgroup_root)
         found["pod_cgroups"] += [str(d) for d in removed]
+        found["bpf_pins"] += remove_pins(node["node_name"])
         remove_empty_qos_cgroups(cgroup_root)
         if record.get("in_cluster") and _remove_link(node["bridge"]):
             found["pod_bridges"].append(node["bridge"])

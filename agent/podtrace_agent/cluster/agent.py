@@ -29,6 +29,7 @@ from podtrace_api.conditions import get_condition
 from podtrace_api.nodetracer import NodeTracerSpec
 
 from ..backend import Backend, Event, ExecEvent, ExitEvent, OpenEvent
+from ..bpf.pins import PIN_ROOT, instance_name
 from ..core import (
     Container,
     Containers,
@@ -50,6 +51,7 @@ from ..discovery import DiscoveryReport, discover
 from ..discovery.choice import Requested
 from ..scan import ContainerCgroup
 from .apply import apply_request, remove
+from ..standalone import resume_lines
 from .eventlimit import EventLimiter, Series
 from .kube import REQUEST_TIMEOUT_S, Kube, load_config
 from .metrics import AgentMetrics
@@ -84,6 +86,9 @@ class AgentOptions:
     ringbuf_pages: int = 256  # bcc ring buffer, a power of two
     stall_timeout: float = 30.0  # /healthz fails when the loop has not turned for this long
 
+    # bcc: pin maps and links under /sys/fs/bpf/podtrace/<this> (None: no pins)
+    pin_instance: str | None = None
+    namespace: str | None = None  # the agent's own: terminating means uninstall
 
 def _marked_silent_since(stored: list[Condition], ours: list[Condition]) -> bool:
     """Whether the stored Ready is Unknown, set after our own Ready's last transition
@@ -427,7 +432,10 @@ def run_agent(options: AgentOptions) -> int:
     runtime = discover_runtime(options.runtime_endpoints, options.host_root)
     log.info("runtime: %s", runtime.message)
     make = partial(make_backend, max_traced=options.max_traced,
-                   ringbuf_pages=options.ringbuf_pages)
+                   ringbuf_pages=options.ringbuf_pages,
+                   pin_dir=PIN_ROOT / instance_name(options.pin_instance)
+                   if options.pin_instance else None,
+                   allow_mount=False)  # a bpffs mounted in the pod would die with it
     backend, report = start_backend(report, options.backend, root, make)
     if backend is None:
         log.error("no tracing backend: %s", report.backend.reason)
@@ -444,6 +452,8 @@ def run_agent(options: AgentOptions) -> int:
                 heartbeat=heartbeat)
     agent.containers = core.containers
     stop = Stop()
+    for line in resume_lines(backend):
+        log.warning("%s", line)
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         kube.watch_node_tracer(*agent.inbox_handlers("nodetracer"))
@@ -459,3 +469,9 @@ def run_agent(options: AgentOptions) -> int:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     return 0
+        # Pins outlive a restart (kill -9, SIGTERM of a rollout), not an uninstall.
+        if stop.signalled and kube.uninstalling(options.namespace):
+            log.info("podtrace is being uninstalled: removing this node's BPF pins")
+            unpin = getattr(backend, "unpin", None)
+            if unpin is not None:
+                unpin()

@@ -64,6 +64,24 @@ class Kube:
 
     # -- reads -------------------------------------------------------------------
     def _watch_forever(
+    def uninstalling(self, namespace: str | None) -> bool:
+        """Whether podtrace is being uninstalled: the agent's namespace is gone or
+        terminating, or its NodeTracer (or the NodeTracer kind) is gone. False when
+        the apiserver cannot tell (then the agent's pins are kept, README:
+        Reliability)."""
+        try:
+            if namespace:
+                ns = self.core.read_namespace(namespace, _request_timeout=self.timeout)
+                if ns.metadata.deletion_timestamp is not None:
+                    return True
+            self.custom.get_cluster_custom_object(GROUP, VERSION, "nodetracers", self.node,
+                                                  _request_timeout=self.timeout)
+        except ApiException as err:
+            return err.status == 404
+        except Exception as err:  # unreachable, or a reply not understood: cannot tell
+            log.warning("cannot tell whether podtrace is being uninstalled: %s", err)
+        return False
+
         self,
         what: str,
         lister: Callable[..., Any],

@@ -25,16 +25,18 @@ BackendFactory = Callable[[BackendName, KubepodsRootLike, str], Backend]
 
 def make_backend(
     name: BackendName, kubepods: KubepodsRootLike, tracefs: str, *, max_traced: int = 512,
-    ringbuf_pages: int = 256,
+    ringbuf_pages: int = 256, pin_dir: Path | None = None, allow_mount: bool = True,
 ) -> Backend:
     """The backend `name`, constructed (not started). New container cgroups are
     traced by the backend itself from their creation (AUTO_PROBES). The table
-    sizes are the agent's flags (README: Limits)."""
+    sizes are the agent's flags (README: Limits). bcc pins its maps and links
+    under `pin_dir` (bpf/pins.py), so that a restarted agent loses no count."""
     options = BackendOptions(auto_trace_mask=AUTO_PROBES, max_traced=max_traced)
     if name is BackendName.BCC:
         from ..bpf.loader import BccBackend
 
-        return BccBackend(kubepods, options, ringbuf_pages=ringbuf_pages)
+        return BccBackend(kubepods, options, ringbuf_pages=ringbuf_pages, pin_dir=pin_dir,
+                          allow_mount=allow_mount)
     if name is BackendName.FTRACE:
         from ..ftrace.backend import FtraceBackend
 
