@@ -673,10 +673,10 @@ class LocalCluster:
             self._publish_cri_socket(node)
         self._step(f"{node.name}: containerd + image", t)
         make_cgroup_root(node.cgroup_root)
+        mount_bpffs()
         node.kubelet = Kubelet(
             binaries.kubelet,
             directory=node.kubelet_dir,
-        mount_bpffs()
             kubeconfig=self.kubeconfig,
             runtime_endpoint=node.containerd.endpoint,
             node_name=node.name,
@@ -1000,10 +1000,10 @@ def cleanup_host(record: dict[str, Any], uids: Sequence[str] = ()) -> dict[str, 
     found: dict[str, Any] = {"pod_cgroups": [], "pod_bridges": [], "bpf_pins": []}
     found["mounts"] = unmount_under(state_dir, *apiserver_dirs)
     for node in nodes:
+        found["bpf_pins"] += remove_pins(node["node_name"])
         cgroup_root = node["cgroup_root"]
         removed = remove_pod_cgroups(sorted(all_uids), cgroup_root)
         found["pod_cgroups"] += [str(d) for d in removed]
-        found["bpf_pins"] += remove_pins(node["node_name"])
         remove_empty_qos_cgroups(cgroup_root)
         if record.get("in_cluster") and _remove_link(node["bridge"]):
             found["pod_bridges"].append(node["bridge"])

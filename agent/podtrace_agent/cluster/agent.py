@@ -50,8 +50,8 @@ from ..cri.runtime import discover_runtime
 from ..discovery import DiscoveryReport, discover
 from ..discovery.choice import Requested
 from ..scan import ContainerCgroup
-from .apply import apply_request, remove
 from ..standalone import resume_lines
+from .apply import apply_request, remove
 from .eventlimit import EventLimiter, Series
 from .kube import REQUEST_TIMEOUT_S, Kube, load_config
 from .metrics import AgentMetrics
@@ -85,10 +85,10 @@ class AgentOptions:
     max_traced: int = 512  # traced map entries = counter rows
     ringbuf_pages: int = 256  # bcc ring buffer, a power of two
     stall_timeout: float = 30.0  # /healthz fails when the loop has not turned for this long
-
     # bcc: pin maps and links under /sys/fs/bpf/podtrace/<this> (None: no pins)
     pin_instance: str | None = None
     namespace: str | None = None  # the agent's own: terminating means uninstall
+
 
 def _marked_silent_since(stored: list[Condition], ours: list[Condition]) -> bool:
     """Whether the stored Ready is Unknown, set after our own Ready's last transition
@@ -441,6 +441,8 @@ def run_agent(options: AgentOptions) -> int:
         log.error("no tracing backend: %s", report.backend.reason)
         return 1
     log.info("backend %s: %s", report.backend.name.value, report.backend.reason)
+    for line in resume_lines(backend):
+        log.warning("%s", line)
     enricher = Enricher.from_report(runtime)
     enrichment = Enrichment(enricher)
     kube = Kube(load_config(options.kubeconfig), options.node)
@@ -452,8 +454,6 @@ def run_agent(options: AgentOptions) -> int:
                 heartbeat=heartbeat)
     agent.containers = core.containers
     stop = Stop()
-    for line in resume_lines(backend):
-        log.warning("%s", line)
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         kube.watch_node_tracer(*agent.inbox_handlers("nodetracer"))
@@ -464,14 +464,14 @@ def run_agent(options: AgentOptions) -> int:
     finally:
         kube.stop.set()
         enrichment.close()
-        backend.close()
-        enricher.close()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    return 0
         # Pins outlive a restart (kill -9, SIGTERM of a rollout), not an uninstall.
         if stop.signalled and kube.uninstalling(options.namespace):
             log.info("podtrace is being uninstalled: removing this node's BPF pins")
             unpin = getattr(backend, "unpin", None)
             if unpin is not None:
                 unpin()
+        backend.close()
+        enricher.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return 0

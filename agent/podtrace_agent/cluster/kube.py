@@ -62,8 +62,6 @@ class Kube:
         self.events = client.EventsV1Api(api)
         self.stop = threading.Event()
 
-    # -- reads -------------------------------------------------------------------
-    def _watch_forever(
     def uninstalling(self, namespace: str | None) -> bool:
         """Whether podtrace is being uninstalled: the agent's namespace is gone or
         terminating, or its NodeTracer (or the NodeTracer kind) is gone. False when
@@ -82,6 +80,8 @@ class Kube:
             log.warning("cannot tell whether podtrace is being uninstalled: %s", err)
         return False
 
+    # -- reads -------------------------------------------------------------------
+    def _watch_forever(
         self,
         what: str,
         lister: Callable[..., Any],
