@@ -165,13 +165,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _spawn(argv: Sequence[str | os.PathLike[str]], log: Path) -> subprocess.Popen[bytes]:
+def _spawn(
+    argv: Sequence[str | os.PathLike[str]], log: Path, append: bool = False
+) -> subprocess.Popen[bytes]:
     # setpriv --pdeathsig: if pytest is killed outright, etcd and the apiserver die
     # with it (preexec_fn would do the same but is unsafe once threads run).
     command = [str(a) for a in argv]
     if shutil.which("setpriv"):
         command = ["setpriv", "--pdeathsig", "TERM", "--", *command]
-    with log.open("wb") as out:
+    with log.open("ab" if append else "wb") as out:
         return subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
         )
@@ -224,6 +226,7 @@ class LocalAPIServer:
         self._etcd: subprocess.Popen[bytes] | None = None
         self._apiserver: subprocess.Popen[bytes] | None = None
         self._pki: _Pki | None = None
+        self._argv: list[str | Path] = []
 
     @property
     def etcd_dir(self) -> Path:
@@ -253,7 +256,8 @@ class LocalAPIServer:
         self._pki = _make_pki(self.serving_ips)
         files = self._write_pki(self._pki)
         etcd_url = self._start_etcd()
-        self._apiserver = _spawn(self._apiserver_argv(etcd_url, files), self.apiserver_log)
+        self._argv = self._apiserver_argv(etcd_url, files)
+        self._apiserver = _spawn(self._argv, self.apiserver_log)
         self._wait_ready()
         self._write_kubeconfig(self.kubeconfig, self._admin_user())
         self.startup_seconds = time.monotonic() - started
@@ -266,6 +270,21 @@ class LocalAPIServer:
             return
         shutil.rmtree(self.workdir, ignore_errors=True)
         shutil.rmtree(self._etcd_dir, ignore_errors=True)
+
+    def stop_apiserver(self) -> None:
+        """An outage: kube-apiserver alone stops (SIGTERM); etcd and its data, the
+        certificates and the port stay for `start_apiserver`."""
+        stop_process(self._apiserver, _STOP_GRACE_S)
+        self._apiserver = None
+
+    def start_apiserver(self) -> float:
+        """kube-apiserver again after `stop_apiserver`, with the same flags (so the same
+        etcd, certificates and port); returns the seconds until it was ready."""
+        assert self._argv and self._apiserver is None, "start() first, then stop_apiserver()"
+        began = time.monotonic()
+        self._apiserver = _spawn(self._argv, self.apiserver_log, append=True)
+        self._wait_ready()
+        return time.monotonic() - began
 
     def _start_etcd(self) -> str:
         client = f"http://127.0.0.1:{free_port()}"

@@ -501,6 +501,7 @@ class LocalCluster:
         cgroup_root: str = "/",
         in_cluster: bool = False,
         nodes: int = 1,
+        extra_apiserver_args: Sequence[str] = (),
     ) -> None:
         self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="podtrace-cluster-"))
         # Never remove a directory that held something else before we came.
@@ -519,6 +520,7 @@ class LocalCluster:
         self.keep_state = keep_state
         self.binaries = binaries
         self.cgroup_root = self.nodes[0].cgroup_root
+        self.extra_apiserver_args = list(extra_apiserver_args)  # e.g. an audit log's flags
         # What an in-cluster install needs beyond bare pods: kube-scheduler and
         # kube-controller-manager (Deployments, DaemonSets), a pod network (bridge CNI),
         # and an apiserver that pods on that network can reach at the node's IP. Several
@@ -606,7 +608,8 @@ class LocalCluster:
         self._say("starting etcd + kube-apiserver")
         network = {"bind_address": "0.0.0.0", "serving_ips": [node_ip()]} if self.in_cluster else {}
         self.apiserver = LocalAPIServer(
-            binaries, extra_apiserver_args=apiserver_args(pki), **network
+            binaries, extra_apiserver_args=[*apiserver_args(pki), *self.extra_apiserver_args],
+            **network
         )
         # Their temporary dirs, for a sweep after a crash (etcd's is not public).
         dirs = [self.apiserver.workdir, getattr(self.apiserver, "etcd_dir", None)]
@@ -1113,7 +1116,9 @@ def wait_for_quiet_kubepods(cgroup_root: str, timeout: float) -> list[Path]:
     return busy
 
 
-def cluster_for_tests(*, in_cluster: bool = False, nodes: int = 1) -> Iterator[LocalCluster]:
+def cluster_for_tests(
+    *, in_cluster: bool = False, nodes: int = 1, extra_apiserver_args: Sequence[str] = ()
+) -> Iterator[LocalCluster]:
     """Body of a pytest fixture: skip (fail under PODTRACE_REQUIRE_ALL=1) when the host
     lacks what the cluster needs, else yield a started cluster and tear it down after.
 
@@ -1146,7 +1151,8 @@ def cluster_for_tests(*, in_cluster: bool = False, nodes: int = 1) -> Iterator[L
             "and read their build logs in ~/.cache/podtrace"
         )
     with LocalCluster(
-        binaries=binaries, cgroup_root=cgroup_root, in_cluster=in_cluster, nodes=nodes
+        binaries=binaries, cgroup_root=cgroup_root, in_cluster=in_cluster, nodes=nodes,
+        extra_apiserver_args=extra_apiserver_args,
     ) as cluster:
         yield cluster
 

@@ -105,6 +105,19 @@ class Podtrace:
         if detached:
             (self.workdir / PIDS).write_text(json.dumps([p.pid for p in self._procs]))
 
+    @property
+    def agent_pid(self) -> int:
+        """The running agent's process ID (its memory: /proc/<pid>/status)."""
+        return self._procs[1].pid
+
+    def restart_agent(self) -> None:
+        """Stop the agent (SIGTERM, as kubelet stops a pod) and start it again, its logs
+        appended to."""
+        stop_process(self._procs[1], grace=20)
+        with open(self.agent_events, "ab") as stdout, open(self.agent_log, "ab") as stderr:
+            self._procs[1] = subprocess.Popen(self.agent_argv(), stdout=stdout, stderr=stderr,
+                                              stdin=subprocess.DEVNULL)
+
     def wait_agent_ready(self, kubectl: Path | str, timeout: float = 120.0) -> dict:
         """Wait until this node's NodeTracer says Ready=True; returns it."""
         base = kubectl_argv(kubectl, self.kubeconfig)

@@ -47,6 +47,7 @@ from ..core import (
 from ..cri.endpoints import RuntimeReport
 from ..cri.enrich import Enricher
 from ..cri.runtime import discover_runtime
+from ..cri.watch import RuntimeWatch
 from ..discovery import DiscoveryReport, discover
 from ..discovery.choice import Requested
 from ..scan import ContainerCgroup
@@ -116,6 +117,7 @@ class Agent:
     metrics: AgentMetrics
     runtime_report: RuntimeReport
     emit: Output
+    runtime_watch: RuntimeWatch | None = None  # the runtime now (else: as at start)
     containers: Containers = field(default_factory=Containers)  # the core's
     state: NodeState = field(default_factory=NodeState)
     inbox: queue.Queue[tuple[str, str, dict[str, Any]]] = field(default_factory=queue.Queue)
@@ -339,7 +341,10 @@ class Agent:
             series, count, when, what = writing
             if error is not None:
                 self.metrics.api_error("event")
-                log.warning("event %s not written: %s", what, error)
+                log.warning("event %s not written (again in %.0fs): %s", what,
+                            self.limiter.interval, error)
+                if series is self.limiter.series(key):
+                    self.limiter.failed(series, when)
             elif series is self.limiter.series(key):  # not forgotten meanwhile
                 self.limiter.written(series, when, count)
                 log.info("event %s", what)
@@ -356,8 +361,8 @@ class Agent:
             target = planned.target
             text = rule.message or rule.reason
             note = (f"{text}: {series.last_what} in container {target.container} of pod "
-                    f"{target.namespace}/{target.pod}, rule {rule.name} of {source_id} "
-                    f"({series.count} times)")
+                    f"{target.namespace}/{target.pod}, rule {rule.name} of {source_id}")
+            # (how many times: the Event's series.count, which alone may change later)
             kind, _, name = source_id.partition("/")
             ns, _, name = name.rpartition("/")
             related = {"apiVersion": "podtrace.io/v1alpha1", "kind": kind, "name": name}
@@ -399,11 +404,15 @@ class Agent:
 
     def _report(self) -> None:
         now = datetime.now(UTC)
-        health = Health(
-            backend_running=True,
-            runtime=self.runtime_report.to_status(),
-            runtime_message=self.runtime_report.message,
-        )
+        if self.runtime_watch is not None:
+            runtime = self.runtime_watch.state()
+            health = Health(backend_running=True, runtime=runtime.report.to_status(),
+                            runtime_message=runtime.message,
+                            runtime_reachable=runtime.reachable)
+            self.metrics.set_runtime(runtime.reachable)
+        else:
+            health = Health(backend_running=True, runtime=self.runtime_report.to_status(),
+                            runtime_message=self.runtime_report.message)
         stats = self.backend.stats()
         status = node_status(
             report=self.report, health=health, stats=stats, state=self.state,
@@ -445,14 +454,22 @@ def run_agent(options: AgentOptions) -> int:
         log.warning("%s", line)
     enricher = Enricher.from_report(runtime)
     enrichment = Enrichment(enricher)
+    watch = RuntimeWatch(runtime, rediscover=partial(
+        discover_runtime, options.runtime_endpoints, options.host_root))
     kube = Kube(load_config(options.kubeconfig), options.node)
     agent = Agent(
         options=options, report=report, backend=backend, kube=kube, metrics=metrics,
-        runtime_report=runtime, emit=Output(sys.stdout),
+        runtime_report=runtime, emit=Output(sys.stdout), runtime_watch=watch,
     )
     core = Core(backend, root, agent, enrichment=enrichment, counts_every=COUNTS_EVERY_S,
                 heartbeat=heartbeat)
     agent.containers = core.containers
+
+    def runtime_back(report: RuntimeReport) -> None:  # ask it who the unnamed ones are
+        enricher.attach(report)
+        core.resync_soon()
+
+    watch.start(on_back=runtime_back)
     stop = Stop()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -463,6 +480,7 @@ def run_agent(options: AgentOptions) -> int:
         agent.finish()
     finally:
         kube.stop.set()
+        watch.close()
         enrichment.close()
         # Pins outlive a restart (kill -9, SIGTERM of a rollout), not an uninstall.
         if stop.signalled and kube.uninstalling(options.namespace):

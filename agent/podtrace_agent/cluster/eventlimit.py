@@ -81,6 +81,12 @@ class EventLimiter:
         series.reported = series.count if count is None else count
         series.last_write = now
 
+    def failed(self, series: Series, now: float) -> None:
+        """The write of `series` made at `now` failed: it is due again one interval
+        later, not at every tick (an apiserver that is down is not asked once a second
+        per series); the matches meanwhile are counted and go with that write."""
+        series.last_write = now
+
     def series(self, key: tuple[str, str, str]) -> Series | None:
         return self._series.get(key)
 

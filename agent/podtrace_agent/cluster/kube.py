@@ -29,6 +29,7 @@ REPORTING_CONTROLLER = "podtrace.io/agent"
 REQUEST_TIMEOUT_S = 10.0
 WATCH_S = 300  # the server ends a watch after this long; the agent relists
 WATCH_READ_TIMEOUT_S = WATCH_S + 30.0
+RELIST_MAX_BACKOFF_S = 10.0  # after an outage, the watches are back within this long
 
 
 def load_config(kubeconfig: str | None) -> client.ApiClient:
@@ -55,6 +56,7 @@ class Kube:
     def __init__(self, api: client.ApiClient, node: str, timeout: float = REQUEST_TIMEOUT_S
                  ) -> None:
         self.api = api
+        self.api.user_agent = f"podtrace-agent ({node})"  # names it in the audit log
         self.node = node
         self.timeout = timeout
         self.custom = client.CustomObjectsApi(api)
@@ -115,7 +117,7 @@ class Kube:
             except Exception as err:  # connection lost, 410 Gone, …: relist after a pause
                 log.warning("watch of %s interrupted (%s); relisting in %.0fs", what, err, backoff)
                 self.stop.wait(backoff)
-                backoff = min(30.0, backoff * 2)
+                backoff = min(RELIST_MAX_BACKOFF_S, backoff * 2)
 
     def watch_node_tracer(
         self,
@@ -170,7 +172,8 @@ class Kube:
         first_seen: datetime,
         related: dict[str, str] | None,
     ) -> None:
-        """Create the Event of a series, or update its series count."""
+        """Create the Event of a series, or update its series count (a note, like every
+        field but the series, is fixed when the Event is created)."""
         name = event_name(pod["name"], key)
         now = datetime.now(UTC)
         body: dict[str, Any] = {
@@ -198,8 +201,9 @@ class Kube:
         except ApiException as err:
             if err.status != 409:
                 raise
-            patch = {"note": body["note"]}
-            if "series" in body:
-                patch["series"] = body["series"]
-            self.events.patch_namespaced_event(name, pod["namespace"], patch,
+            if "series" not in body:
+                return  # the Event is there (an earlier write whose reply was lost)
+            # Only the series may change: events.k8s.io/v1 refuses any other field's update
+            # ("field is immutable"), the note included.
+            self.events.patch_namespaced_event(name, pod["namespace"], {"series": body["series"]},
                                                _request_timeout=self.timeout)

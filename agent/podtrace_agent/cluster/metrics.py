@@ -47,6 +47,11 @@ class AgentMetrics:
             "Targets with at least one source not applied, by reason (CapacityExceeded: a "
             "table is full).", ["node", "reason"], registry=self.registry,
         )
+        self.runtime_up = Gauge(
+            "podtrace_runtime_reachable",
+            "1 while the container runtime answers CRI calls, 0 while it does not.",
+            ["node"], registry=self.registry,
+        )
         self.api_errors = Counter(
             "podtrace_api_write_errors", "Failed writes to the Kubernetes API, by what.",
             ["node", "what"], registry=self.registry,
@@ -57,6 +62,9 @@ class AgentMetrics:
 
     def api_error(self, what: str) -> None:
         self.api_errors.labels(what=what, **self._node).inc()
+
+    def set_runtime(self, reachable: bool) -> None:
+        self.runtime_up.labels(**self._node).set(1 if reachable else 0)
 
     def rule_match(self, source: str, rule: str, count: int = 1) -> None:
         self.rule_matches.labels(source=source, rule=rule, **self._node).inc(count)

@@ -41,6 +41,7 @@ class Health:
     backend_running: bool
     runtime: RuntimeStatus
     runtime_message: str
+    runtime_reachable: bool = True  # the runtime found answered its last Version call
 
 
 def _conditions(
@@ -55,10 +56,11 @@ def _conditions(
         report.cgroup.message or f"kubepods at {report.cgroup.kubepods_path} "
         f"(id {report.cgroup.kubepods_id}) in {report.cgroup.root}", now,
     )
-    runtime_ok = bool(health.runtime.endpoint)
+    runtime_ok = bool(health.runtime.endpoint) and health.runtime_reachable
+    runtime_reason = "CRIAvailable" if runtime_ok else \
+        "RuntimeUnreachable" if health.runtime.endpoint else "NoCRIRuntime"
     conds = set_condition(
-        conds, "RuntimeConnected", runtime_ok,
-        "CRIAvailable" if runtime_ok else "NoCRIRuntime", health.runtime_message, now,
+        conds, "RuntimeConnected", runtime_ok, runtime_reason, health.runtime_message, now,
     )
     backend_ok = health.backend_running and report.backend.name is not BackendName.NONE
     conds = set_condition(

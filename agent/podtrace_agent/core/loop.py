@@ -18,7 +18,7 @@ A resync rescans the kubepods tree, as a watch relists: cgroups whose rmdir
 was lost (a full ring buffer) are removed, containers whose mkdir was lost
 are added, and containers the runtime could not name (it was down, or slow to
 register them) are asked about once more. It runs when the backend reports
-dropped events and every `resync_every` seconds.
+dropped events, every `resync_every` seconds, and when asked (`resync_soon`).
 """
 
 from __future__ import annotations
@@ -129,6 +129,7 @@ class Core:
         self._last_resync = now
         self._last_drops_check = now
         self._dropped = 0
+        self._resync_asked = False
 
     # -- containers ----------------------------------------------------------------
     def scan(self) -> list[ContainerCgroup]:
@@ -203,7 +204,16 @@ class Core:
         self.resyncs += 1
         self._last_resync = self.clock()
 
+    def resync_soon(self) -> None:
+        """Resync at the next turn: e.g. the runtime answers again, so the containers it
+        could not name are asked about now, not at the next periodic resync. Safe to
+        call from another thread."""
+        self._resync_asked = True
+
     def _resync_due(self, now: float) -> bool:
+        if self._resync_asked:
+            self._resync_asked = False
+            return True
         if now - self._last_resync >= self.resync_every:
             return True
         if now - self._last_drops_check < DROPS_EVERY_S:

@@ -127,6 +127,14 @@ class Enricher:
         identity = self._parse_path(cgroup_path) if cgroup_path else None
         return from_path_identity(container_id, identity, cgroup_path, reason)
 
+    def attach(self, report: RuntimeReport) -> None:
+        """Ask the runtime `report` names from now on: one that answered only after the
+        agent started without one (what was named from cgroup paths meanwhile is asked
+        about again by the core's resync)."""
+        with self._lock:
+            if self._runtime is None and report.found:
+                self._runtime = CRIClient(report.endpoint)
+
     @property
     def asks_runtime(self) -> bool:
         """Whether a lookup may call the runtime (and wait on it): False when discovery
