@@ -110,13 +110,15 @@ class Podtrace:
         """The running agent's process ID (its memory: /proc/<pid>/status)."""
         return self._procs[1].pid
 
-    def restart_agent(self) -> None:
+    def restart_agent(self) -> int | None:
         """Stop the agent (SIGTERM, as kubelet stops a pod) and start it again, its logs
-        appended to."""
-        stop_process(self._procs[1], grace=20)
+        appended to; returns the stopped agent's exit code."""
+        stopped = self._procs[1]
+        stop_process(stopped, grace=20)
         with open(self.agent_events, "ab") as stdout, open(self.agent_log, "ab") as stderr:
             self._procs[1] = subprocess.Popen(self.agent_argv(), stdout=stdout, stderr=stderr,
                                               stdin=subprocess.DEVNULL)
+        return stopped.returncode
 
     def wait_agent_ready(self, kubectl: Path | str, timeout: float = 120.0) -> dict:
         """Wait until this node's NodeTracer says Ready=True; returns it."""
