@@ -34,6 +34,9 @@ TOP_SYSCALLS = 32
 TOP_EXECS = 12
 # Targets of a node listed with the sources not applied to them (the rest counted).
 MAX_NOT_APPLIED_ROWS = 64
+# Targets of a node whose workload syscalls are listed for seccomp profiles (the rest
+# counted): about 230 bytes each.
+MAX_NODE_PROFILES = 128
 
 # RFC 3339 with nanoseconds and an offset: 2006-01-02T15:04:05.999999999-07:00.
 DATE_TIME_CHARS = 35

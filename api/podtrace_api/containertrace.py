@@ -25,14 +25,17 @@ from .base import (
     cel,
     plain_text,
 )
+from .limits import SYSCALL_NUMBERS
 from .observe import ObserveSpec
 
 # A pod's UID (a UUID), as status reports it.
 PodUID = Annotated[str, Field(max_length=36, pattern=r"^[A-Za-z0-9-]*$")]
 # An exec filename as status shows it: plain text (budget.plain), at most this long.
 EXEC_FILENAME_CHARS = 255
-# The seccomp profile JSON kept in status (512 syscalls by name take about 12 KiB).
-MAX_PROFILE_CHARS = 32768
+# Container names whose profile status lists (the ConfigMap holds every one), and the
+# syscalls one profile can allow (every number the node's bitmaps carry).
+MAX_PROFILE_CONTAINERS = 8
+MAX_PROFILE_SYSCALLS = SYSCALL_NUMBERS
 ContainerID = plain_text(128)
 ExecFilename = plain_text(EXEC_FILENAME_CHARS)
 
@@ -163,14 +166,57 @@ class ExecRecord(Model):
     first_seen: datetime | None = Field(default=None, description="First execution.")
 
 
-class SeccompProfileResult(Model):
-    """The generated seccomp profile."""
+class SyscallCoverage(Model):
+    """One syscall of a container's profile and how many traced replicas made it."""
 
-    config_map: Name | None = Field(default=None, description="ConfigMap holding the profile.")
-    syscalls: Counter = Field(default=0, description="Syscalls the profile allows.")
-    profile: str = Field(
-        default="", max_length=MAX_PROFILE_CHARS,
-        description="The profile JSON (OCI seccomp format).",
+    name: str = Field(max_length=40, pattern=r"^[a-z_][a-z0-9_]*$",
+                      description="The syscall's name (libseccomp's, e.g. _sysctl).")
+    replicas: Counter = Field(description="Traced replicas of the container that made it.")
+
+
+class ContainerProfile(Model):
+    """The profile of one container name: the union over its traced replicas."""
+
+    container: DNSLabel = Field(description="The container's name.")
+    key: str = Field(
+        max_length=68, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\.json$",
+        description="The ConfigMap key holding its profile JSON: <container>.json.",
+    )
+    replicas: Counter = Field(default=0, description="Traced replicas the profile is built from.")
+    start_seen: Counter = Field(
+        default=0,
+        description="Of those, replicas whose start was seen. The others were running before "
+        "they were traced: their start-up syscalls are missing (see ProfileComplete).",
+    )
+    syscalls: list[SyscallCoverage] = Field(
+        default_factory=list,
+        max_length=MAX_PROFILE_SYSCALLS,
+        description="The syscalls the profile allows, by name, each with how many of the "
+        "traced replicas made it (fewer than replicas: only some did).",
+        json_schema_extra=ATOMIC,
+    )
+
+
+class SeccompProfileResult(Model):
+    """The generated seccomp profiles: one per container name of the selected pods, built
+    from the syscalls their workloads made after the runtime set them up."""
+
+    config_map: Name | None = Field(
+        default=None, description="ConfigMap holding the profiles, one key per container."
+    )
+    syscalls: Counter = Field(
+        default=0, description="Distinct syscalls the profiles allow, all containers together."
+    )
+    containers: list[ContainerProfile] = Field(
+        default_factory=list,
+        max_length=MAX_PROFILE_CONTAINERS,
+        description="One profile per container name, by name.",
+        json_schema_extra=ATOMIC,
+    )
+    containers_omitted: Counter = Field(
+        default=0,
+        description="Container names left out of containers (their profiles are still in "
+        "the ConfigMap).",
     )
 
 

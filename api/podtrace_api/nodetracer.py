@@ -36,6 +36,7 @@ from .base import (
     plain_text,
 )
 from .budget import (
+    MAX_NODE_PROFILES,
     MAX_NODE_SOURCES,
     MAX_NODE_TARGETS,
     MAX_NOT_APPLIED_ROWS,
@@ -92,6 +93,11 @@ class TraceSource(Model):
     generation: Counter = Field(default=0, description="The asking object's generation.")
     observe: ObserveSpec = Field(default_factory=ObserveSpec, description="What to observe.")
     rules: Rules
+    profile: bool = Field(
+        default=False,
+        description="The source builds a seccomp profile: the agent reports the workload "
+        "syscalls of each of its targets in status.profiles.",
+    )
 
 
 class NodeTarget(Model):
@@ -344,6 +350,27 @@ class NodeTargetStatus(Model):
     )
 
 
+class TargetProfile(Model):
+    """The syscalls one target's workload made (for seccomp profiles): those counted
+    after the runtime's last set-up step (runc init's prctl(PR_GET_PDEATHSIG)), over
+    every container the target had, since the agent began tracing it."""
+
+    pod_uid: PodUID = Field(min_length=1, description="The pod's UID.")
+    container: DNSLabel = Field(description="The container's name.")
+    syscall_set: str = Field(
+        default="",
+        max_length=SYSCALL_SET_CHARS,
+        pattern=SYSCALL_SET_PATTERN,
+        description="The workload's syscalls: a bitmap of the node's syscall numbers in "
+        "base64 (bit n of byte n/8 is syscall n).",
+    )
+    start_seen: bool = Field(
+        default=False,
+        description="Whether the container's start was seen (the runtime's marker): false "
+        "for a container that ran before it was traced, whose start-up syscalls are missing.",
+    )
+
+
 class NodeTracerStatus(Model):
     """The node agent's report. Written by that node's agent only."""
 
@@ -401,6 +428,16 @@ class NodeTracerStatus(Model):
     )
     not_applied_omitted: Counter = Field(
         default=0, description="Sources not applied to a container left out of notApplied."
+    )
+    profiles: list[TargetProfile] = Field(
+        default_factory=list,
+        max_length=MAX_NODE_PROFILES,
+        description=f"The workload syscalls of the targets of sources that build a seccomp "
+        f"profile: the first {MAX_NODE_PROFILES} by pod UID and container.",
+        json_schema_extra=ATOMIC,
+    )
+    profiles_omitted: Counter = Field(
+        default=0, description="Targets of profile sources left out of profiles."
     )
 
 

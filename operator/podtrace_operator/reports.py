@@ -22,6 +22,7 @@ from podtrace_api.nodetracer import (
     NotApplied,
     SourceApplyStatus,
     SourceResult,
+    TargetProfile,
 )
 
 logger = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ class NodeReport:
     sources: Mapping[str, SourceApplyStatus] = field(default_factory=dict)  # how each is applied
     # (pod UID, container, source) → why that source is not applied to that container
     not_applied: Mapping[tuple[str, str, str], NotApplied] = field(default_factory=dict)
+    profiles: tuple[TargetProfile, ...] = ()  # targets' workload syscalls (profiles.py)
+    profiles_omitted: int = 0
     heartbeat: datetime | None = None  # the agent's lastHeartbeatTime (heartbeats.py)
     conditions: tuple[Condition, ...] = ()  # as stored (the operator may set Ready Unknown)
     version: str = ""  # resourceVersion: a write of Ready Unknown is conditional on it
@@ -91,6 +94,8 @@ def node_report(body: Mapping[str, Any]) -> NodeReport:
         targets=tuple(status.targets),
         sources={row.source: row for row in status.sources},
         not_applied={(n.pod_uid, n.container, n.source): n for n in status.not_applied},
+        profiles=tuple(status.profiles),
+        profiles_omitted=status.profiles_omitted,
         heartbeat=status.last_heartbeat_time,
         conditions=tuple(status.conditions),
         version=str(meta.get("resourceVersion") or ""),

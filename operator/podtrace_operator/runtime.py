@@ -53,6 +53,7 @@ from .kube import CR, ApiError, Kube
 from .leadership import Gate, Standalone
 from .merge_patch import replace_patch
 from .policy_status import policy_events, policy_status, same_status, stored_rules
+from .profiles import ProfileBook
 from .reports import NodeReport, node_report
 from .seccomp import DEFAULT_ARCH
 from .sources import Parsed, parse_policy, parse_trace
@@ -63,7 +64,6 @@ logger = logging.getLogger(__name__)
 
 ARCH_LABEL = "kubernetes.io/arch"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "podtrace-operator"}
-PROFILE_KEY = "profile.json"
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -213,6 +213,9 @@ class Runtime:
         self.traces: dict[str, TraceState] = {}  # by source id
         self.reports: dict[str, NodeReport] = {}
         self.ledger = Ledger()  # counts of targets gone, kept (and kept across re-lists)
+        # each trace's replicas' workload syscalls, kept likewise
+        self.profiles = ProfileBook()
+        self.written_profiles: dict[str, dict[str, str]] = {}  # trace UID → ConfigMap data
         self.stored: dict[str, WireSpec] = {}  # NodeTracer name → spec as the apiserver holds it
         self.replaced_specs: dict[str, WireSpec] = {}
         self.node_uids: dict[str, str] = {}
@@ -374,6 +377,7 @@ class Runtime:
         sid = source_id(SourceKind.CONTAINER_TRACE, meta["name"], meta["namespace"])
         self.traces.pop(sid, None)
         self.ledger.forget(sid)
+        self.profiles.forget(sid)
         self.deadlines.pop(sid, None)
         self.index.delete_source(sid)
         self._poke()
@@ -414,6 +418,13 @@ class Runtime:
             self.node_deadlines.pop(name, None)
         arch = self.index.nodes.get(name, {}).get(ARCH_LABEL, DEFAULT_ARCH)
         self.ledger.observe(name, report, partial(name_of_syscall, arch=arch))
+        if report is not None:
+            spec_of = self.stored.get(name) or {}
+            self.profiles.observe(
+                name, report.profiles, spec_of.get("targets") or [],
+                partial(name_of_syscall, arch=arch), report.profiles_omitted,
+                frozenset(s["id"] for s in spec_of.get("sources") or [] if s.get("profile")),
+            )  # fmt: skip
         for r in (old, report):
             if r is not None:
                 self.dirty.sources.update(r.spec_sources)
@@ -698,6 +709,7 @@ class Runtime:
         assert self.kube is not None
         sid = state.parsed.id
         self.ledger.seed(sid, stored_tally(state.status))
+        self.profiles.seed(sid, state.status.seccomp_profile if state.status else None)
         targets = self.index.targets_of(sid)
         arches = {self.index.nodes.get(node, {}).get(ARCH_LABEL, DEFAULT_ARCH)
                   for node, _ in targets}  # fmt: skip
@@ -716,6 +728,8 @@ class Runtime:
             pending_timeout=self.settings.pending_timeout,
             top_n=self.settings.top_syscalls,
             image_of=self._image_of,
+            profiles=self.profiles.containers(sid),
+            profiles_omitted=self.profiles.omitted_on(sid),
             silent=self.silent(),
         )
         if outcome.deadline is not None:
@@ -725,7 +739,7 @@ class Runtime:
         new = outcome.status
         old_wire = state.status.to_wire() if state.status else {}
         if old_wire != new.to_wire():
-            await self._write_profile(state, new)
+            await self._write_profile(state, new, outcome.profile_files)
             for event in trace_events(state.status, new):  # before the status: see events.py
                 await self._emit(state.ref, event, occurrence(old_wire))
             answer = await self.kube.patch_trace_status(
@@ -747,13 +761,16 @@ class Runtime:
         pod = self.index.pods.get(pod_uid)
         return pod.images.get(container, "") if pod is not None else ""
 
-    async def _write_profile(self, state: TraceState, new: ContainerTraceStatus) -> None:
+    async def _write_profile(
+        self, state: TraceState, new: ContainerTraceStatus, files: Mapping[str, str] | None
+    ) -> None:
+        """The ConfigMap of the trace's profiles, one key per container name (written when
+        they change; server-side apply replaces the data, keys of no container go)."""
         assert self.kube is not None
         profile = new.seccomp_profile
-        old = state.status.seccomp_profile if state.status else None
-        if profile is None or profile.config_map is None:
+        if profile is None or profile.config_map is None or not files:
             return
-        if old is not None and old.profile == profile.profile:
+        if self.written_profiles.get(state.uid) == files:
             return
         await self.kube.apply_configmap({
             "apiVersion": "v1", "kind": "ConfigMap",
@@ -763,8 +780,9 @@ class Runtime:
                 "ownerReferences": [{"apiVersion": API_VERSION, "kind": "ContainerTrace",
                                      "name": state.name, "uid": state.uid}],
             },
-            "data": {PROFILE_KEY: profile.profile},
+            "data": dict(files),
         })  # fmt: skip
+        self.written_profiles[state.uid] = dict(files)
         self.writes += 1
 
     # -- Events ---------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ native architecture and its sub-architectures, of which the runtime's loader
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 # Kubernetes node arch (the kubernetes.io/arch label) → the seccomp architectures a
@@ -70,3 +70,33 @@ def profile(names: Iterable[str], default_action: str, arches: Iterable[str]) ->
 def profile_json(names: Iterable[str], default_action: str, arches: Iterable[str]) -> str:
     """The profile as the file a kubelet `localhost/` profile points to (stable text)."""
     return json.dumps(profile(names, default_action, arches), indent=2)
+
+
+def profile_key(container: str) -> str:
+    """The ConfigMap key (and node file suffix) of one container's profile.
+
+    >>> profile_key("web")
+    'web.json'
+    """
+    return f"{container}.json"
+
+
+def profile_files(
+    containers: Mapping[str, Iterable[str]], default_action: str, arches: Iterable[str]
+) -> dict[str, str]:
+    """One profile JSON per container name (syscall names allowed), by ConfigMap key;
+    a container with no syscall yet gets none (an allow-nothing profile breaks a pod).
+    Numbers libseccomp has no name for (`syscall_<n>`, a kernel newer than it) are left
+    out: no runtime could load a profile naming them.
+
+    >>> list(profile_files({"web": ["read", "syscall_999"], "idle": []}, "SCMP_ACT_ERRNO",
+    ...                    ["amd64"]))
+    ['web.json']
+    """
+    arches = list(arches)
+    out = {}
+    for name, names in sorted(containers.items()):
+        known = [n for n in names if not n.startswith("syscall_")]
+        if known:
+            out[profile_key(name)] = profile_json(known, default_action, arches)
+    return out

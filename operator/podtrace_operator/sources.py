@@ -41,6 +41,7 @@ class Source:
     node_selector: Selector = MATCH_ALL
     containers: frozenset[str] = frozenset()  # empty: every container of the pod
     active: bool = True  # False once a ContainerTrace completed or failed
+    profile: bool = False  # a ContainerTrace that builds a seccomp profile
 
     def selects_container(self, container: str) -> bool:
         return not self.containers or container in self.containers
@@ -56,6 +57,7 @@ class Source:
             generation=self.generation,
             observe=self.observe,
             rules=list(self.rules),
+            profile=self.profile,
         ).to_wire()
 
 
@@ -135,5 +137,6 @@ def parse_trace(body: Mapping[str, Any], *, active: bool = True) -> Parsed:
             pod_selector=compile_selector(spec.selector),
             containers=frozenset([spec.container]) if spec.container else frozenset(),
             active=active,
+            profile=spec.seccomp_profile is not None,
         ),
     )

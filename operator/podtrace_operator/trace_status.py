@@ -20,8 +20,6 @@ that node (heartbeats.py): its targets and counts are as last reported.
 
 from __future__ import annotations
 
-import contextlib
-import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -30,11 +28,14 @@ from typing import Any
 from podtrace_api.base import Condition, ConditionStatus, parse_duration
 from podtrace_api.conditions import get_condition, set_condition
 from podtrace_api.containertrace import (
+    MAX_PROFILE_CONTAINERS,
+    ContainerProfile,
     ContainerTraceSpec,
     ContainerTraceStatus,
     ExecRecord,
     SeccompProfileResult,
     SyscallCount,
+    SyscallCoverage,
     SyscallHistogram,
     TargetState,
     TracedTarget,
@@ -45,8 +46,9 @@ from podtrace_api.nodetracer import TARGET_REASONS
 from .applied import applied_condition, applied_events
 from .events import EventSpec, EventType, validity_events
 from .heartbeats import Silence, reporting_condition, reporting_events
+from .profiles import ContainerSyscalls
 from .reports import NodeReport
-from .seccomp import profile_json
+from .seccomp import profile_files, profile_key
 from .tallies import Tally
 from .validation import Problem, summary
 
@@ -56,6 +58,8 @@ MAX_TOP = 64
 COMPLETE = "Complete"
 PROFILE_COMPLETE = "ProfileComplete"
 EVENTS_LOST = "EventsLost"
+START_NOT_SEEN = "StartNotSeen"
+PROFILES_OMITTED = "ProfilesOmitted"
 ImageOf = Callable[[str, str], str]  # (pod UID, container) → image, "" when not known
 
 FINAL = (TracePhase.COMPLETED, TracePhase.FAILED)
@@ -84,6 +88,7 @@ class TraceOutcome:
     status: ContainerTraceStatus
     active: bool  # whether the compile step should still select for this trace
     deadline: datetime | None  # when to look again even if nothing changes
+    profile_files: Mapping[str, str] | None = None  # ConfigMap key → profile JSON
 
 
 def is_active(status: ContainerTraceStatus | None, valid: bool) -> bool:
@@ -166,18 +171,45 @@ def merge_results(
     )
 
 
+def profile_gap(
+    profiles: Mapping[str, ContainerSyscalls], omitted_on: Mapping[str, int]
+) -> tuple[str, str] | None:
+    """Why the profiles may miss syscalls though no event was lost: a node left
+    replicas out of its report, or replicas were running before they were traced."""
+    if omitted_on:
+        nodes = ", ".join(f"{n} ({c})" for n, c in sorted(omitted_on.items()))
+        return PROFILES_OMITTED, (
+            f"the profiles may be too strict: nodes left replicas out of their report "
+            f"(node status.profiles is full) on {nodes}")
+    late = {name: c.replicas - c.start_seen for name, c in profiles.items()
+            if c.replicas > c.start_seen}
+    if late:
+        which = ", ".join(f"{name} ({n} of {profiles[name].replicas} replicas)"
+                          for name, n in sorted(late.items()))
+        return START_NOT_SEEN, (
+            f"the profiles may be too strict: the start of {which} was not seen (they ran "
+            "before the trace began, or their runtime made no runc marker), so their "
+            "start-up syscalls may be missing. Restart those pods while the trace runs")
+    return None
+
+
 def completeness(
-    conditions: list[Condition], results: Results, profile: bool, now: datetime, gen: int
+    conditions: list[Condition], results: Results, profile: bool, now: datetime, gen: int,
+    gap: tuple[str, str] | None = None,
 ) -> list[Condition]:
     """Complete (and ProfileComplete, with a profile requested): False when a node's
-    backend lost events of the traced containers."""
+    backend lost events of the traced containers; ProfileComplete also False for a
+    `gap` in what the profiles saw (profile_gap)."""
     if not results.lost:
         conditions = set_condition(conditions, COMPLETE, True, "AllCounted",
                                    "every event of the traced containers was counted", now, gen)
-        if profile:
+        if profile and gap is not None:
+            conditions = set_condition(conditions, PROFILE_COMPLETE, False, gap[0], gap[1],
+                                       now, gen)
+        elif profile:
             conditions = set_condition(conditions, PROFILE_COMPLETE, True, "AllCounted",
-                                       "the profile holds every syscall the containers made "
-                                       "while traced", now, gen)
+                                       "the profiles hold every syscall the containers' "
+                                       "workloads made while traced", now, gen)
         return conditions
     where = f" (now on node {', '.join(results.lost_on)})" if results.lost_on else ""
     lost = (f"the tracing backend lost {results.lost} events of the traced containers{where}: "
@@ -200,10 +232,8 @@ def stored_tally(status: ContainerTraceStatus | None) -> Tally | None:
         return None
     hist = status.syscalls or SyscallHistogram()
     names = {s.name for s in hist.top}
-    if status.seccomp_profile and status.seccomp_profile.profile:
-        with contextlib.suppress(ValueError, KeyError, IndexError, TypeError):
-            rules = json.loads(status.seccomp_profile.profile)["syscalls"]
-            names |= {n for rule in rules for n in rule["names"]}
+    if status.seccomp_profile:
+        names |= {s.name for c in status.seccomp_profile.containers for s in c.syscalls}
     return Tally(
         syscalls={s.name: s.count for s in hist.top},
         syscalls_total=hist.total,
@@ -227,6 +257,8 @@ def trace_status(
     top_n: int,
     image_of: ImageOf = lambda uid, container: "",
     silent: Mapping[str, Silence] | None = None,
+    profiles: Mapping[str, ContainerSyscalls] | None = None,
+    profiles_omitted: Mapping[str, int] | None = None,
 ) -> TraceOutcome:
     """The status a ContainerTrace should have now, and when to look again; `silent`
     the nodes whose agent sends no heartbeat (named in condition Reporting)."""
@@ -260,7 +292,9 @@ def trace_status(
     conditions = applied_condition(conditions, source_id, (n for n, _ in targets), reports,
                                    now, gen)
     results = merge_results(source_id, gen, targets, reports, tally, top_n, image_of)
-    conditions = completeness(conditions, results, spec.seccomp_profile is not None, now, gen)
+    profiles = profiles or {}
+    conditions = completeness(conditions, results, spec.seccomp_profile is not None, now, gen,
+                              profile_gap(profiles, profiles_omitted or {}))
     counted_on = {n for n, _ in targets} | {n for n, r in reports.items() if source_id in r.sources}
     conditions = reporting_condition(conditions, counted_on, silent or {}, now, gen)
     phase, start, completion, deadline = old.phase, old.start_time, None, None
@@ -295,22 +329,34 @@ def trace_status(
         execs=results.execs,
         execs_omitted=results.execs_omitted,
         events_lost=results.lost,
-        seccomp_profile=_profile(trace, spec, results, arches),
+        seccomp_profile=_profile(trace, spec, profiles),
     )
-    return TraceOutcome(status, active=phase not in FINAL, deadline=deadline)
+    files = None
+    if spec.seccomp_profile is not None:
+        files = profile_files({name: c.names() for name, c in profiles.items()},
+                              spec.seccomp_profile.default_action, arches)
+    return TraceOutcome(status, active=phase not in FINAL, deadline=deadline,
+                        profile_files=files)
 
 
 def _profile(
-    trace: TraceInput, spec: ContainerTraceSpec, results: Results, arches: Iterable[str]
+    trace: TraceInput, spec: ContainerTraceSpec, profiles: Mapping[str, ContainerSyscalls]
 ) -> SeccompProfileResult | None:
     # No profile before anything was observed: an allow-nothing profile would break the pod.
-    if spec.seccomp_profile is None or not results.syscall_names:
+    profiles = {name: c for name, c in profiles.items() if c.names()}
+    if spec.seccomp_profile is None or not profiles:
         return None
+    listed = list(profiles.items())[:MAX_PROFILE_CONTAINERS]
     return SeccompProfileResult(
         config_map=trace.config_map_name,
-        syscalls=len(results.syscall_names),
-        profile=profile_json(results.syscall_names, spec.seccomp_profile.default_action, arches),
-    )
+        syscalls=len({n for c in profiles.values() for n in c.names()}),
+        containers=[ContainerProfile(
+            container=name, key=profile_key(name), replicas=c.replicas,
+            start_seen=c.start_seen,
+            syscalls=[SyscallCoverage(name=n, replicas=c.coverage[n]) for n in c.names()],
+        ) for name, c in listed],
+        containers_omitted=len(profiles) - len(listed),
+    )  # fmt: skip
 
 
 def _message(

@@ -221,9 +221,10 @@ def wait_targets(api: LocalAPIServer, node_name: str, source: str,
 
 
 def report_as_agent(api: LocalAPIServer, node_name: str, targets: list[dict[str, Any]],
-                    results: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+                    results: dict[str, dict[str, Any]] | None = None,
+                    profiles: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """Write the NodeTracer status a node agent would: applied this spec, Ready, `targets`,
-    and each source's `results` (by source id)."""
+    each source's `results` (by source id) and the targets' workload `profiles`."""
     nt = nodetracer(api, node_name)
     assert nt is not None
     status = {
@@ -232,6 +233,7 @@ def report_as_agent(api: LocalAPIServer, node_name: str, targets: list[dict[str,
                         "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
         "targets": targets,
         "sources": [{"source": sid, "results": r} for sid, r in (results or {}).items()],
+        "profiles": profiles or [],
     }  # fmt: skip
     api.kubectl("patch", "nodetracers.podtrace.io", node_name, "--subresource=status",
                 "--type=merge", "-p", json.dumps({"status": status}))  # fmt: skip

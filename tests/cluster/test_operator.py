@@ -301,7 +301,10 @@ def test_trace_lifecycle_with_agent_reports_and_seccomp_profile(
                "syscalls": [{"name": n, "count": c} for n, c in counts.items()],
                "syscallsTotal": 49, "syscallSet": encode(number_of(n) for n in counts),
                "execs": [{"filename": "/bin/sh", "count": 1, "container": "app"}],
-               "execsTotal": 1}})  # fmt: skip
+               "execsTotal": 1}},
+        # The workload's syscalls (after runc's set-up): the profile holds these only.
+        [{"podUid": p["metadata"]["uid"], "container": "app", "startSeen": True,
+          "syscallSet": encode(number_of(n) for n in ("read", "write"))}])  # fmt: skip
 
     def phase(name: str) -> dict | None:
         ct = get(api, "containertrace", "rec", "lc")
@@ -315,11 +318,15 @@ def test_trace_lifecycle_with_agent_reports_and_seccomp_profile(
     assert status["completionTime"] and status["syscalls"]["total"] == 49
     assert status["syscalls"]["top"][0] == {"name": "read", "count": 40}
     assert status["execsTotal"] == 1 and status["execs"][0]["filename"] == "/bin/sh"
-    profile = json.loads(status["seccompProfile"]["profile"])
-    assert profile["syscalls"][0]["names"] == ["openat", "read", "write"]
-    assert profile["architectures"][0] == "SCMP_ARCH_X86_64"
+    (app,) = status["seccompProfile"]["containers"]
+    assert (app["container"], app["key"], app["replicas"], app["startSeen"]) == \
+        ("app", "app.json", 1, 1)
+    assert app["syscalls"] == [{"name": "read", "replicas": 1}, {"name": "write", "replicas": 1}]
     cm = get(api, "configmap", "rec-seccomp", "lc")
-    assert cm is not None and json.loads(cm["data"]["profile.json"]) == profile
+    assert cm is not None and list(cm["data"]) == ["app.json"]
+    profile = json.loads(cm["data"]["app.json"])
+    assert profile["syscalls"][0]["names"] == ["read", "write"]
+    assert profile["architectures"][0] == "SCMP_ARCH_X86_64"
     # A completed trace stops selecting.
     wait_targets(api, "lc-n1", src, [])
     got = reasons(events_about(api, "ContainerTrace", "rec", "lc"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -32,13 +33,17 @@ from podtrace_agent.discovery.report import (
 )
 from podtrace_api.budget import (
     ETCD_OBJECT_LIMIT_BYTES,
+    MAX_NODE_PROFILES,
     MAX_NOT_APPLIED_ROWS,
     STATUS_BUDGET_BYTES,
     TOP_EXECS,
     TOP_SYSCALLS,
 )
+from podtrace_api.conditions import get_condition
 from podtrace_api.containertrace import ContainerTraceSpec, ContainerTraceStatus
 from podtrace_api.nodetracer import BackendName, CgroupVersion, NodeTracerSpec, RuntimeStatus
+from podtrace_api.syscalls import name_of
+from podtrace_operator.profiles import ProfileBook
 from podtrace_operator.reports import node_report
 from podtrace_operator.tallies import Ledger
 from podtrace_operator.trace_status import TraceInput, trace_status
@@ -66,7 +71,8 @@ def _policy(i: int) -> dict[str, Any]:
 def _spec() -> NodeTracerSpec:
     sources = [_policy(i) for i in range(POLICIES)]
     sources += [{"id": f"ContainerTrace/team-{n:02d}/record", "kind": "ContainerTrace",
-                 "name": "record", "namespace": f"team-{n:02d}"} for n in range(NAMESPACES)]
+                 "name": "record", "namespace": f"team-{n:02d}", "profile": True}
+                for n in range(NAMESPACES)]  # fmt: skip
     sources.append({"id": WIDE, "kind": "TracingPolicy", "name": "wide",
                     "observe": {"fileOpens": {"pathPrefixes": ["/" + "\u00e9" * 50]}}})
     targets = []
@@ -145,6 +151,7 @@ def _full_node() -> NodeState:
               for p in range(PODS) for c in range(CONTAINERS)}
     lost = {_cgroup(p, 0): 12345 for p in range(PODS)}
     state.on_counts(counts, lost)
+    state.on_workload(counts, {})  # traced while running: every syscall is the workload's
     return state
 
 
@@ -239,7 +246,7 @@ def test_a_full_node_s_status_is_written_through_the_agent_s_writer(
 
 def test_the_trace_merged_from_it_stays_within_the_budget(
     apiserver: LocalAPIServer, crds_installed: list[str],
-    full_node: tuple[NodeState, dict[str, Any], float],
+    full_node: tuple[NodeState, dict[str, Any], float], tmp_path: Path,
 ) -> None:
     state, status, _ = full_node
     sid = "ContainerTrace/team-00/record"
@@ -249,6 +256,9 @@ def test_the_trace_merged_from_it_stays_within_the_budget(
     ledger.observe(NODE, report)
     targets = [(NODE, t.model_dump(by_alias=True)) for t in state.spec.targets
                if sid in t.sources]
+    book = ProfileBook()
+    book.observe(NODE, report.profiles, [t for _, t in targets], name_of,
+                 report.profiles_omitted, frozenset({sid}))
     spec = {"selector": {}, "seccompProfile": {"defaultAction": "SCMP_ACT_ERRNO"}}
     out = trace_status(
         TraceInput("record", "team-00", 1, WALL, ContainerTraceSpec.model_validate(spec), (),
@@ -256,14 +266,16 @@ def test_the_trace_merged_from_it_stays_within_the_budget(
         source_id=sid, targets=targets, reports={NODE: report}, tally=ledger.total(sid),
         arches=["amd64"], now=WALL, pending_timeout=timedelta(minutes=5), top_n=64,
         image_of=lambda uid, c: "registry.example/shop/checkout:1.2.3",
+        profiles=book.containers(sid), profiles_omitted=book.omitted_on(sid),
     ).status
     apiserver.kubectl("create", "namespace", "team-00")
     apiserver.kubectl("create", "-f", "-", input=json.dumps({
         "apiVersion": "podtrace.io/v1alpha1", "kind": "ContainerTrace",
         "metadata": {"name": "record", "namespace": "team-00"}, "spec": spec}))
+    patch = tmp_path / "status.json"  # too large for one argument of argv
+    patch.write_text(json.dumps({"status": out.to_wire()}))
     apiserver.kubectl("patch", "containertrace", "record", "-n", "team-00",
-                      "--subresource=status", "--type=merge",
-                      "-p", json.dumps({"status": out.to_wire()}))
+                      "--subresource=status", "--type=merge", "--patch-file", str(patch))
     stored = _get(apiserver, "containertrace", "record", "-n", "team-00")
     size = _size(stored["status"])
     print(f"\ntrace of {len(targets)} containers: status {size} bytes")
@@ -272,6 +284,12 @@ def test_the_trace_merged_from_it_stays_within_the_budget(
     assert back.target_count == len(targets) == PODS // 2 * CONTAINERS
     assert len(back.targets) == 256 and back.syscalls is not None
     assert back.syscalls.distinct == SYSCALLS and back.seccomp_profile is not None
-    assert back.seccomp_profile.syscalls == SYSCALLS  # every syscall, not only the top
+    # Every syscall, not only the top, in each container's profile (of the replicas the
+    # node listed: 128 of its targets; the others are counted and make it incomplete).
+    assert back.seccomp_profile.syscalls == SYSCALLS
+    assert len(back.seccomp_profile.containers) == CONTAINERS
+    assert all(len(c.syscalls) == SYSCALLS for c in back.seccomp_profile.containers)
+    assert book.omitted_on(sid) == {NODE: PODS * CONTAINERS - MAX_NODE_PROFILES}
+    assert get_condition(back.conditions, "ProfileComplete").status == "False"
     assert back.execs_omitted > 0 and back.events_lost > 0
     assert {c.type: c.status for c in back.conditions}["ProfileComplete"] == "False"

@@ -31,9 +31,11 @@ from podtrace_agent.discovery.report import (
     DiscoveryReport,
     KernelReport,
 )
+from podtrace_agent.scan import container_cgroup
 from podtrace_api.nodeconfig import Probe
 from podtrace_api.nodetracer import BackendName, CgroupVersion
 from podtrace_api.syscalls import number_of
+from podtrace_api.syscallset import decode
 
 UID = "11111111-2222-4333-8444-555555555555"
 A, B = "a" * 64, "b" * 64
@@ -52,6 +54,7 @@ class Backend:
     events: list[Event] = field(default_factory=list)
     counts: dict[int, dict[int, int]] = field(default_factory=dict)
     masks: dict[int, int] = field(default_factory=dict)
+    marks: dict[int, dict[int, int]] = field(default_factory=dict)  # markers()
     name: str = "scripted"
     limits: SourceLimits = field(default_factory=SourceLimits)
 
@@ -67,6 +70,9 @@ class Backend:
 
     def syscall_counts(self) -> dict[int, dict[int, int]]:
         return self.counts
+
+    def markers(self) -> dict[int, dict[int, int]]:
+        return self.marks
 
     def stats(self) -> BackendStats:
         return BackendStats(0, 0)
@@ -234,3 +240,55 @@ def test_the_loop_does_not_wait_for_the_apiserver(tmp_path: Path) -> None:
     n.second()
     n.second()
     assert [e["count"] for e in n.kube.events] == [1, 3]
+
+
+TRACE = "ContainerTrace/ns/rec"
+MOUNT, READ, PRCTL = number_of("mount"), number_of("read"), number_of("prctl")
+
+
+def profile_trace(uid: str = UID) -> dict[str, Any]:
+    return {"metadata": {"name": "n1", "generation": 1}, "spec": {
+        "sources": [{"id": TRACE, "kind": "ContainerTrace", "name": "rec", "namespace": "ns",
+                     "rules": [], "profile": True}],
+        "targets": [{"podUid": uid, "container": "app", "namespace": "ns", "pod": "web",
+                     "sources": [TRACE]}],
+    }}  # fmt: skip
+
+
+def test_profile_rows_hold_what_the_workload_did_after_the_runtime_s_marker(
+    tmp_path: Path,
+) -> None:
+    n = node(tmp_path)
+    n.agent.inbox.put(("nodetracer", "SYNC", {"items": [profile_trace()]}))
+    n.agent.inbox.put(("pods", "SYNC", {"items": [pod()]}))
+    n.backend.events = [CgroupEvent("mkdir", 10, 4, f"/{OWN}", 0, traced=True)]
+    n.core.step(0)
+    # runc still sets the container up (mkdir'd, no marker, no exec): nothing recorded yet
+    n.backend.counts = {10: {MOUNT: 3, PRCTL: 1}}
+    n.second()
+    assert n.kube.statuses[-1].get("profiles", []) == []
+    # past the marker: what grew after it is the workload's
+    n.backend.marks = {10: {MOUNT: 3, PRCTL: 1}}
+    n.backend.counts = {10: {MOUNT: 3, PRCTL: 4, READ: 7}}
+    n.backend.events = [ExecEvent(10, 5, 1, 0, "app", "/bin/app", 0)]
+    n.second()
+    (row,) = n.kube.statuses[-1]["profiles"]
+    assert (row["podUid"], row["container"], row["startSeen"]) == (UID, "app", True)
+    assert decode(row["syscallSet"]) == {PRCTL, READ}
+    assert n.kube.statuses[-1].get("profilesOmitted", 0) == 0
+
+
+def test_a_container_traced_while_running_records_everything_without_its_start(
+    tmp_path: Path,
+) -> None:
+    n = node(tmp_path)
+    n.agent.inbox.put(("nodetracer", "SYNC", {"items": [profile_trace()]}))
+    n.agent.inbox.put(("pods", "SYNC", {"items": [pod()]}))
+    found = container_cgroup("kubepods", 10, OWN)
+    assert found is not None
+    n.core.adopt([found])  # found by the scan: it ran before
+    n.core.step(0)
+    n.backend.counts = {10: {READ: 2, MOUNT: 1}}
+    n.second()
+    (row,) = n.kube.statuses[-1]["profiles"]
+    assert row.get("startSeen", False) is False and decode(row["syscallSet"]) == {READ, MOUNT}

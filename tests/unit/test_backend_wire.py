@@ -108,7 +108,7 @@ def test_cflags() -> None:
         root,
         BackendOptions(auto_trace_mask=Probe.SYSCALLS | Probe.EXEC, max_traced=64),
         ringbuf_pages=8,
-        syscalls={"open": None, "openat": 257, "connect": 42},
+        syscalls={"open": None, "openat": 257, "connect": 42, "prctl": 157},
         offsets={"TASK_TGID_OFF": 1268, "PT_REGS_DI_OFF": 112},
         exit_has_group_dead=True,
     )
@@ -125,11 +125,22 @@ def test_cflags() -> None:
         "-DNR_OPEN=-1",
         "-DNR_OPENAT=257",
         "-DNR_CONNECT=42",
+        "-DNR_PRCTL=157",
         "-DPT_REGS_DI_OFF=112",
         "-DTASK_TGID_OFF=1268",
         "-DEXIT_HAS_GROUP_DEAD",
     ]
     assert flags[0].startswith("-I")
+
+
+def test_a_marker_record_is_its_row_and_no_event() -> None:
+    rec = wire.MarkerRecord()
+    rec.hdr.type, rec.hdr.cgroup_id = C["EVENT_MARKER"], 77
+    rec.counts[157], rec.counts[C["NR_SYSCALLS_MAX"] - 1] = 1, 4
+    assert wire.decode_marker(bytes(rec)) == (77, {157: 1, -1: 4})  # the last column: -1
+    assert wire.decode(bytes(rec)) is None
+    assert wire.decode_marker(bytes(header(C["EVENT_EXEC"])) + bytes(4200)) is None
+    assert wire.decode_marker(bytes(rec)[:100]) is None
 
 
 def test_cflags_of_a_node_in_a_container() -> None:

@@ -226,18 +226,6 @@ def test_invalid_trace_fails_and_starts_over_once_fixed() -> None:
     assert fixed.deadline == T0 + timedelta(minutes=6)
 
 
-def test_seccomp_profile_lists_every_observed_syscall_not_only_the_top() -> None:
-    spec = {"selector": {}, "seccompProfile": {"defaultAction": "SCMP_ACT_ERRNO"}}
-    nts = tracing_report(syscalls={"read": 10, "write": 5, "openat": 7, "futex": 1})
-    out = run(trace_input(spec), T0, nts).status
-    assert out.seccomp_profile is not None
-    assert out.seccomp_profile.config_map == "rec-seccomp" and out.seccomp_profile.syscalls == 4
-    parsed = json.loads(out.seccomp_profile.profile)
-    assert parsed["syscalls"] == [{"names": ["futex", "openat", "read", "write"],
-                                   "action": "SCMP_ACT_ALLOW"}]  # fmt: skip
-    assert run(trace_input(spec), T0).status.seccomp_profile is None  # nothing observed yet
-
-
 def test_execs_merge_across_nodes_by_filename() -> None:
     early, late = "2026-01-01T00:00:01Z", "2026-01-01T00:00:09Z"
     nts = reports(

@@ -208,6 +208,7 @@ class Agent:
             container_name=identity.container_name if identity is not None else "",
             sandbox=bool(identity.sandbox) if identity is not None else False,
             first_seen=time.monotonic(),
+            from_start=found == "mkdir" and traced,
         ))
         self._dirty = True
 
@@ -235,6 +236,7 @@ class Agent:
         lost_of = {c.primary: sum(lost.get(g, 0) for g in c.cgroups) for c in ours}
         for key, match in self.state.on_counts(counts, lost_of):
             self._matched(key, match)
+        self.state.on_workload(counts, self.backend.markers())
 
     def removed(self, removed: Removed) -> None:
         ids = {removed.cgroup_id}

@@ -33,6 +33,7 @@ from .apply import Applied
 from .plan import CgroupRef, Plan, PodView, Rejection, TargetKey, TraceRequest, plan
 from .results import Baseline, ContainerCounts, Observed, SourceTotals, Window
 from .rules import Match, RuleSet
+from .workload import Workload, workload_syscalls
 
 RUNTIME_REEXEC = "/proc/self/exe"  # runc (and crun) re-exec themselves to set a container up
 GRACE_S = 30.0  # how long an unclaimed new container stays traced, waiting for the spec
@@ -50,6 +51,7 @@ class KnownCgroup:
     container_name: str = ""  # from CRI; "" until known (or a sandbox)
     sandbox: bool = False
     first_seen: float = 0.0
+    from_start: bool = False  # traced by the backend since its mkdir (workload.py)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,7 @@ class NodeState:
         # Sources the backend refused for a cgroup (full tables, failures): retried each replan.
         self.refused: dict[int, dict[str, Rejection]] = {}
         self._started: set[int] = set()  # cgroups whose entrypoint exec was seen
+        self.workload: dict[TargetKey, Workload] = {}  # for seccomp profiles (workload.py)
         self._pending: dict[int, deque[Event]] = {}
         self.spec_seen = False
 
@@ -219,6 +222,7 @@ class NodeState:
         self._key_of.update(self.plan.cgroup_targets)
         for key in [k for k in self.counts if k not in self.plan.targets]:
             del self.counts[key]  # closed above; what it did is in its sources' totals
+            self.workload.pop(key, None)
             self.since.pop(key, None)
         if now is not None:
             self._expire(now)
@@ -338,6 +342,23 @@ class NodeState:
             sid = match.ref.source
             self.totals[sid].add_match(windows[sid], match.ref.rule, match.count)
         return Observation(key, event, matches)
+
+    def on_workload(
+        self, counts: Mapping[int, Mapping[int, int]], markers: Mapping[int, Mapping[int, int]]
+    ) -> None:
+        """Take the containers' cumulative counts with their runtime markers (both by the
+        container's own cgroup): what each target's workload did (workload.py)."""
+        for cgroup_id, now in counts.items():
+            key = self.plan.cgroup_targets.get(cgroup_id)
+            if key is None:
+                continue
+            known = self.cgroups.get(cgroup_id)
+            setting_up = known is not None and known.from_start and cgroup_id not in self._started
+            found = workload_syscalls(now, markers.get(cgroup_id), setting_up)
+            if found is not None:
+                record = self.workload.setdefault(key, Workload())
+                record.syscalls |= found[0]
+                record.start_seen = record.start_seen or found[1]
 
     def on_counts(
         self,

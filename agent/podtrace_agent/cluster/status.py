@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from podtrace_api.base import Condition
-from podtrace_api.budget import MAX_NODE_SOURCES, MAX_NOT_APPLIED_ROWS
+from podtrace_api.budget import MAX_NODE_PROFILES, MAX_NODE_SOURCES, MAX_NOT_APPLIED_ROWS
 from podtrace_api.conditions import set_condition
 from podtrace_api.containertrace import TargetState
 from podtrace_api.limits import NotAppliedReason
@@ -26,7 +26,9 @@ from podtrace_api.nodetracer import (
     NotApplied,
     RuntimeStatus,
     SourceApplyStatus,
+    TargetProfile,
 )
+from podtrace_api.syscallset import encode
 
 from ..backend import BackendStats
 from ..discovery import DiscoveryReport
@@ -181,6 +183,7 @@ def node_status(
         ))
     sources = source_statuses(state)
     not_applied, omitted = not_applied_rows(state)
+    profiles, profiles_omitted = profile_rows(state)
     conditions = _conditions(previous, report, health, state, now)
     return NodeTracerStatus(
         observed_generation=state.generation if state.spec_seen else None,
@@ -202,4 +205,20 @@ def node_status(
         targets=targets,
         not_applied=not_applied,
         not_applied_omitted=omitted,
+        profiles=profiles,
+        profiles_omitted=profiles_omitted,
     )
+
+
+def profile_rows(state: NodeState) -> tuple[list[TargetProfile], int]:
+    """The workload syscalls of every target a profile source selects, by pod UID and
+    container: the first MAX_NODE_PROFILES, and how many more there are."""
+    profile_sources = {sid for sid, s in state.sources.items() if s.profile}
+    rows = [
+        TargetProfile(pod_uid=key[0], container=key[1],
+                      syscall_set=encode(state.workload[key].syscalls),
+                      start_seen=state.workload[key].start_seen)
+        for key, planned in sorted(state.plan.targets.items())
+        if key in state.workload and profile_sources & set(planned.target.sources)
+    ]  # fmt: skip
+    return rows[:MAX_NODE_PROFILES], max(0, len(rows) - MAX_NODE_PROFILES)
