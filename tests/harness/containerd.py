@@ -139,6 +139,7 @@ class Containerd:
         ready_timeout: float = 30.0,
         disabled_plugins: Sequence[str] = (),
         cni_bin_dir: Path | None = None,
+        enter: Callable[[list[str]], list[str]] | None = None,
     ) -> None:
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="podtrace-cd-"))
         self.socket = self.workdir / "containerd.sock"
@@ -153,6 +154,8 @@ class Containerd:
         self.disabled_plugins = tuple(disabled_plugins)
         # Real CNI plugins (Debian's containernetworking-plugins): pods get a network.
         self.cni_bin_dir = cni_bin_dir
+        # How to run containerd in its node (nodens.NodeNamespace.enter); None: here.
+        self.enter = enter or (lambda argv: argv)
         self.timings: dict[str, float] = {}
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -186,7 +189,8 @@ class Containerd:
                 # setpriv: containerd gets SIGTERM when the thread that started it
                 # ends (the test process, normally), without a preexec_fn (unsafe
                 # once gRPC's threads run). Start it from a thread that lives as long.
-                ["setpriv", "--pdeathsig", "TERM", "--", self.binary, "--config", str(self.config)],
+                ["setpriv", "--pdeathsig", "TERM", "--",
+                 *self.enter([self.binary, "--config", str(self.config)])],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

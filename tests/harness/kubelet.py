@@ -282,8 +282,11 @@ class Kubelet:
         client_ca: Path,
         cgroup_root: str = "/",
         verbosity: int = 2,
+        enter: Callable[[list[str]], list[str]] | None = None,
     ) -> None:
         self.binary = binary
+        # How to run the kubelet in its node (nodens.NodeNamespace.enter); None: here.
+        self.enter = enter or (lambda argv: argv)
         self.paths = KubeletPaths.under(directory)
         self.kubeconfig = kubeconfig
         self.runtime_endpoint = runtime_endpoint
@@ -337,7 +340,7 @@ class Kubelet:
             self._proc = subprocess.Popen(
                 # setpriv: the kubelet dies with whoever started it (no preexec_fn, which is
                 # unsafe once threads run).
-                ["setpriv", "--pdeathsig", "TERM", "--", *self.argv()],
+                ["setpriv", "--pdeathsig", "TERM", "--", *self.enter(self.argv())],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

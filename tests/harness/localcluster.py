@@ -77,6 +77,7 @@ from harness.kubelet import (
     restore_sysctls,
     snapshot_sysctls,
 )
+from harness.nodens import NodeNamespace
 from harness.oci_image import BUSYBOX, DEFAULT_NAME, build_busybox_image, import_image
 
 DEMO_STATE_DIR = Path("/var/lib/podtrace-demo")
@@ -444,6 +445,9 @@ class ClusterNode:
     kubelet_dir: Path
     containerd: Containerd | None = None
     kubelet: Kubelet | None = None
+    # Its own cgroup namespace rooted at cgroup_root (--cgroupns, as a kind node); None:
+    # the host's namespace, pods under cgroup_root (the kubelet's cgroupRoot).
+    namespace: NodeNamespace | None = None
 
     @property
     def bridge(self) -> str:
@@ -461,10 +465,18 @@ class ClusterNode:
     def record(self) -> dict[str, Any]:
         return {"node_name": self.name, "cgroup_root": self.cgroup_root,
                 "containerd_dir": str(self.containerd_dir), "kubelet_dir": str(self.kubelet_dir),
-                "bridge": self.bridge}  # fmt: skip
+                "bridge": self.bridge, "cgroupns": self.namespace is not None}  # fmt: skip
+
+    def stop_namespace(self) -> None:
+        """After its kubelet and containerd: the node's namespaces go with their holder."""
+        if self.namespace is not None:
+            self.namespace.stop()
+            self.namespace = None
 
 
-def node_specs(base_name: str, count: int, cgroup_root: str = "/") -> list[tuple[str, str]]:
+def node_specs(
+    base_name: str, count: int, cgroup_root: str = "/", cgroupns: bool = False
+) -> list[tuple[str, str]]:
     """(node name, cgroup root) of each node: one node keeps `base_name` and `cgroup_root`;
     several are `<base>-1..N`, each under a cgroup root of its own name (as kind's nodes
     live under their containers' cgroups), so no kubelet sees another's pods.
@@ -473,10 +485,12 @@ def node_specs(base_name: str, count: int, cgroup_root: str = "/") -> list[tuple
     [('n', '/')]
     >>> node_specs("n", 2)
     [('n-1', '/n-1'), ('n-2', '/n-2')]
+    >>> node_specs("n", 1, cgroupns=True)  # a namespace is rooted at a node cgroup
+    [('n', '/n')]
     """
-    if count == 1:
-        return [(base_name, cgroup_root)]
     parent = cgroup_root.rstrip("/")
+    if count == 1:
+        return [(base_name, f"{parent}/{base_name}" if cgroupns else cgroup_root)]
     return [(f"{base_name}-{i}", f"{parent}/{base_name}-{i}") for i in range(1, count + 1)]
 
 
@@ -502,11 +516,15 @@ class LocalCluster:
         in_cluster: bool = False,
         nodes: int = 1,
         extra_apiserver_args: Sequence[str] = (),
+        cgroupns: bool = False,
     ) -> None:
         self.state_dir = Path(state_dir or tempfile.mkdtemp(prefix="podtrace-cluster-"))
+        # Each node in a cgroup namespace of its own, rooted at its cgroup root, with the
+        # cgroup filesystems mounted inside (nodens.py), as a kind node.
+        self.cgroupns = cgroupns
         # Never remove a directory that held something else before we came.
         self._owns_state_dir = not self.state_dir.exists() or not any(self.state_dir.iterdir())
-        specs = node_specs(node_name, nodes, cgroup_root)
+        specs = node_specs(node_name, nodes, cgroup_root, cgroupns)
         self.nodes = [
             ClusterNode(name, i, root,
                         self.state_dir / ("containerd" if i == 0 else f"containerd-{i + 1}"),
@@ -582,6 +600,7 @@ class LocalCluster:
             kubelet_dir=str(self.nodes[0].kubelet_dir),
             cgroup_root=self.cgroup_root,
             in_cluster=self.in_cluster,
+            cgroupns=self.cgroupns,
             nodes=[node.record() for node in self.nodes],
         )
         binaries = self.binaries or ensure_binaries()
@@ -664,10 +683,17 @@ class LocalCluster:
         """containerd (with the busybox image) and a kubelet registering `node`."""
         assert binaries.kubelet is not None
         t = time.monotonic()
+        enter = None
+        if self.cgroupns:
+            mount_bpffs()  # before: the node's mount namespace starts as a copy of ours
+            node.namespace = NodeNamespace(node.cgroup_root)
+            node.namespace.start(make_cgroup_root)
+            enter = node.namespace.enter
         node.containerd = Containerd(
             sandbox_image=image.name,
             workdir=node.containerd_dir,
             cni_bin_dir=CNI_PLUGINS if self.in_cluster else None,
+            enter=enter,
         )
         self._write_cni_config(node)
         node.containerd.start()
@@ -684,10 +710,13 @@ class LocalCluster:
             runtime_endpoint=node.containerd.endpoint,
             node_name=node.name,
             client_ca=client_ca,
-            cgroup_root=node.cgroup_root,
+            # In its namespace the node cgroup is the root.
+            cgroup_root="/" if node.namespace is not None else node.cgroup_root,
+            enter=enter,
         )
+        where = "in its own cgroup namespace rooted at" if enter else "cgroup root"
         self._say(f"starting containerd and kubelet of node {node.name} "
-                  f"(cgroup root {node.cgroup_root})")  # fmt: skip
+                  f"({where} {node.cgroup_root})")  # fmt: skip
         node.kubelet.start()
 
     @property
@@ -702,7 +731,9 @@ class LocalCluster:
         target = self.cri_socket_dir / node.name / "containerd.sock"
         target.parent.mkdir(parents=True, exist_ok=True)
         target.touch()
-        subprocess.run(["mount", "--bind", str(node.containerd.socket), str(target)], check=True)
+        bind = ["mount", "--bind", str(node.containerd.socket), str(target)]
+        # Where the node's pods (their hostPath) see it: in the node's mount namespace.
+        subprocess.run(node.namespace.enter(bind) if node.namespace else bind, check=True)
 
     def _write_cni_config(self, node: ClusterNode) -> None:
         # containerd reports NetworkReady (and so the kubelet the Node Ready) only with a
@@ -829,6 +860,7 @@ class LocalCluster:
                 # its shims' sockets, the besteffort pod cgroups, its mounts and directory.
                 node.containerd.close()
                 node.containerd = None
+            node.stop_namespace()
         self.containerd = None
         if self.apiserver is not None:
             self.apiserver.stop()
@@ -851,6 +883,7 @@ class LocalCluster:
         if node.containerd is not None:
             node.containerd.close()
             node.containerd = None
+        node.stop_namespace()
 
     def _delete_all_pods(self, timeout: float = 60.0) -> set[str]:
         """Delete every pod and let the kubelet stop them (containers, volumes, cgroups)."""
@@ -1117,7 +1150,8 @@ def wait_for_quiet_kubepods(cgroup_root: str, timeout: float) -> list[Path]:
 
 
 def cluster_for_tests(
-    *, in_cluster: bool = False, nodes: int = 1, extra_apiserver_args: Sequence[str] = ()
+    *, in_cluster: bool = False, nodes: int = 1, extra_apiserver_args: Sequence[str] = (),
+    cgroupns: bool = False,
 ) -> Iterator[LocalCluster]:
     """Body of a pytest fixture: skip (fail under PODTRACE_REQUIRE_ALL=1) when the host
     lacks what the cluster needs, else yield a started cluster and tear it down after.
@@ -1152,7 +1186,7 @@ def cluster_for_tests(
         )
     with LocalCluster(
         binaries=binaries, cgroup_root=cgroup_root, in_cluster=in_cluster, nodes=nodes,
-        extra_apiserver_args=extra_apiserver_args,
+        extra_apiserver_args=extra_apiserver_args, cgroupns=cgroupns,
     ) as cluster:
         yield cluster
 
@@ -1188,7 +1222,8 @@ def _print_summary(state_dir: Path) -> None:
 
 
 def cmd_up(
-    state_dir: Path, node_name: str, timeout: float, cgroup_root: str = "/", nodes: int = 1
+    state_dir: Path, node_name: str, timeout: float, cgroup_root: str = "/", nodes: int = 1,
+    cgroupns: bool = False,
 ) -> int:
     began = time.monotonic()
     record = read_record(state_dir)
@@ -1229,7 +1264,8 @@ def cmd_up(
         supervisor = subprocess.Popen(
             [sys.executable, "-m", "harness.localcluster", "serve",
              "--state-dir", str(state_dir), "--node-name", node_name,
-             "--cgroup-root", cgroup_root, "--nodes", str(nodes)],
+             "--cgroup-root", cgroup_root, "--nodes", str(nodes),
+             *(["--cgroupns"] if cgroupns else [])],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -1300,7 +1336,10 @@ class _Shutdown(BaseException):
     pass
 
 
-def cmd_serve(state_dir: Path, node_name: str, cgroup_root: str = "/", nodes: int = 1) -> int:
+def cmd_serve(
+    state_dir: Path, node_name: str, cgroup_root: str = "/", nodes: int = 1,
+    cgroupns: bool = False,
+) -> int:
     """The supervisor: own the cluster until SIGTERM/SIGINT/SIGHUP, then tear it down."""
     stop = threading.Event()
     started = False
@@ -1323,6 +1362,7 @@ def cmd_serve(state_dir: Path, node_name: str, cgroup_root: str = "/", nodes: in
         keep_state=True,
         cgroup_root=cgroup_root,
         nodes=nodes,
+        cgroupns=cgroupns,
     )
     try:
         cluster.start()
@@ -1371,15 +1411,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="nodes, each with its own containerd, kubelet and cgroup root <root>/<node>; "
              "more than one adds kube-scheduler and kube-controller-manager",
     )  # fmt: skip
+    parser.add_argument(
+        "--cgroupns", action="store_true",
+        help="each node in a cgroup namespace of its own rooted at its cgroup root, with the "
+             "cgroup filesystems mounted inside, as a kind node (harness/nodens.py)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     state_dir = args.state_dir.resolve()
     if args.command == "up":
-        return cmd_up(state_dir, args.node_name, args.timeout, args.cgroup_root, args.nodes)
+        return cmd_up(state_dir, args.node_name, args.timeout, args.cgroup_root, args.nodes,
+                      args.cgroupns)  # fmt: skip
     if args.command == "down":
         return cmd_down(state_dir)
     if args.command == "status":
         return cmd_status(state_dir)
-    return cmd_serve(state_dir, args.node_name, args.cgroup_root, args.nodes)
+    return cmd_serve(state_dir, args.node_name, args.cgroup_root, args.nodes, args.cgroupns)
 
 
 if __name__ == "__main__":
