@@ -10,12 +10,14 @@ the overlay itself:
   --runtime-endpoint, as a user on nodes with a non-default socket would.
 
 Everything else (image, RBAC, ServiceAccounts, mounts, privileges) is manifests/ as a
-user applies it.
+user applies it. A test that waits for an agent to be found silent asks for short
+heartbeats (`Heartbeats`): the same flags a user sets, with values that take seconds.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,28 @@ _WHY = """\
 """
 
 
+@dataclass(frozen=True)
+class Heartbeats:
+    """Agent heartbeat and operator timeout flags (the manifests say 30s and 2m)."""
+
+    interval: str = "2s"  # podtrace-agent run --heartbeat-interval
+    status_interval: str = "1s"  # podtrace-agent run --status-interval (bounds the above)
+    timeout: str = "10s"  # podtrace-operator --heartbeat-timeout
+
+    def agent_flags(self) -> list[str]:
+        return [f"--status-interval={self.status_interval}",
+                f"--heartbeat-interval={self.interval}"]  # fmt: skip
+
+    def operator_flags(self) -> list[str]:
+        return [f"--heartbeat-timeout={self.timeout}"]
+
+
+def _command_ops(container: int, flags: list[str]) -> list[dict[str, Any]]:
+    # Appended: the last of a repeated flag wins (argparse), over the manifest's.
+    path = f"/spec/template/spec/containers/{container}/command/-"
+    return [{"op": "add", "path": path, "value": flag} for flag in flags]
+
+
 def _env_ops(container: int, host: str, port: int) -> list[dict[str, Any]]:
     path = f"/spec/template/spec/containers/{container}/env/-"
     env = {"KUBERNETES_SERVICE_HOST": host, "KUBERNETES_SERVICE_PORT": str(port)}
@@ -42,7 +66,8 @@ def _env_ops(container: int, host: str, port: int) -> list[dict[str, Any]]:
 
 
 def overlay(
-    directory: Path, apiserver_host: str, apiserver_port: int, cri_sockets: Path
+    directory: Path, apiserver_host: str, apiserver_port: int, cri_sockets: Path,
+    heartbeats: Heartbeats | None = None,
 ) -> dict[str, Any]:
     """The overlay's kustomization for `directory` (which must be where it is written);
     `cri_sockets` holds <node name>/containerd.sock for every node."""
@@ -65,6 +90,10 @@ def overlay(
             "value": {"name": "cri", "mountPath": AGENT_CRI_DIR, "readOnly": True},
         },
     ]
+    operator_ops = _env_ops(0, apiserver_host, apiserver_port)
+    if heartbeats is not None:
+        agent_ops += _command_ops(0, heartbeats.agent_flags())
+        operator_ops += _command_ops(0, heartbeats.operator_flags())
     return {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
@@ -72,7 +101,7 @@ def overlay(
         "patches": [
             {
                 "target": {"kind": "Deployment", "name": "podtrace-operator"},
-                "patch": yaml.safe_dump(_env_ops(0, apiserver_host, apiserver_port)),
+                "patch": yaml.safe_dump(operator_ops),
             },
             {
                 "target": {"kind": "DaemonSet", "name": "podtrace-agent"},
@@ -83,10 +112,11 @@ def overlay(
 
 
 def write_overlay(
-    directory: Path, apiserver_host: str, apiserver_port: int, cri_sockets: Path
+    directory: Path, apiserver_host: str, apiserver_port: int, cri_sockets: Path,
+    heartbeats: Heartbeats | None = None,
 ) -> Path:
     """Write the overlay into `directory`; returns it, for `kubectl apply -k`."""
     directory.mkdir(parents=True, exist_ok=True)
-    body = overlay(directory, apiserver_host, apiserver_port, cri_sockets)
+    body = overlay(directory, apiserver_host, apiserver_port, cri_sockets, heartbeats)
     (directory / "kustomization.yaml").write_text(_WHY + yaml.safe_dump(body, sort_keys=False))
     return directory

@@ -15,7 +15,7 @@ import pytest
 from harness import prereq
 from harness.docker_engine import DockerError
 from harness.install_checks import Installation
-from harness.install_overlay import write_overlay
+from harness.install_overlay import Heartbeats, write_overlay
 from harness.k8s_binaries import PrerequisiteMissing
 from harness.kubelet import node_ip
 from harness.localcluster import LocalCluster, cluster_for_tests
@@ -39,7 +39,8 @@ def podtrace_image() -> BuiltImage:
 
 
 def installed_on(
-    cluster: LocalCluster, image: BuiltImage, overlay_dir: Path
+    cluster: LocalCluster, image: BuiltImage, overlay_dir: Path,
+    heartbeats: Heartbeats | None = None,
 ) -> Iterator[Installation]:
     """The image into every node's containerd, then `kubectl apply -k` of the overlay;
     uninstalled after, unless a test did."""
@@ -49,7 +50,8 @@ def installed_on(
         assert node.containerd is not None
         import_archive(image.tar, node.containerd.socket)
     imported = time.monotonic() - began
-    overlay = write_overlay(overlay_dir, node_ip(), cluster.apiserver.port, cluster.cri_socket_dir)
+    overlay = write_overlay(overlay_dir, node_ip(), cluster.apiserver.port, cluster.cri_socket_dir,
+                            heartbeats)
     installation = Installation(
         kubectl_argv=[
             str(cluster.apiserver.binaries.kubectl),
@@ -87,14 +89,17 @@ def installed(
     yield from installed_on(in_cluster, podtrace_image, tmp_path_factory.mktemp("overlay"))
 
 
-@pytest.fixture(scope="module")
-def two_nodes() -> Iterator[LocalCluster]:
-    """Two nodes, each with its own containerd, kubelet and cgroup root."""
-    yield from cluster_for_tests(nodes=2)
+@pytest.fixture(scope="module", params=["host-cgroupns", "own-cgroupns"])
+def two_nodes(request: pytest.FixtureRequest) -> Iterator[LocalCluster]:
+    """Two nodes, each with its own containerd, kubelet and cgroup root; in the host's
+    cgroup namespace, or each in its own rooted at its cgroup root (as a kind node)."""
+    yield from cluster_for_tests(nodes=2, cgroupns=request.param == "own-cgroupns")
 
 
 @pytest.fixture(scope="module")
 def installed_on_two_nodes(
     two_nodes: LocalCluster, podtrace_image: BuiltImage, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Installation]:
-    yield from installed_on(two_nodes, podtrace_image, tmp_path_factory.mktemp("overlay"))
+    # Short heartbeats: the node fault tests see an agent found silent in seconds.
+    yield from installed_on(two_nodes, podtrace_image, tmp_path_factory.mktemp("overlay"),
+                            Heartbeats())
