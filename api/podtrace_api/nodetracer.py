@@ -372,7 +372,8 @@ class TargetProfile(Model):
 
 
 class NodeTracerStatus(Model):
-    """The node agent's report. Written by that node's agent only."""
+    """The node agent's report, written by that node's agent; the operator only sets
+    condition Ready to Unknown when the agent stops sending heartbeats."""
 
     observed_generation: Counter | None = Field(
         default=None, description="The .metadata.generation the agent applied."
@@ -464,5 +465,6 @@ class NodeTracer(Model):
         default_factory=NodeTracerSpec, description="Compiled configuration (operator-owned)."
     )
     status: NodeTracerStatus | None = Field(
-        default=None, description="The agent's report (agent-owned)."
+        default=None, description="The agent's report (agent-owned; the operator sets "
+        "Ready Unknown when the agent's heartbeats stop)."
     )
