@@ -52,7 +52,11 @@ class Operator:
         self.log = api.workdir / f"{name}-{self.port}.log"
         self.argv = [
             str(OPERATOR), f"--kubeconfig={kubeconfig or api.kubeconfig}",
-            f"--liveness=http://127.0.0.1:{self.port}/healthz", "--verbose", *args,
+            f"--liveness=http://127.0.0.1:{self.port}/healthz", "--verbose",
+            # The agents here are written by hand (report_as_agent) and send no
+            # heartbeats: no NodeTracer goes Ready Unknown in a long module. Heartbeats are
+            # tested in the unit tier and tests/install (a test may pass its own).
+            "--heartbeat-timeout=1h", *args,
         ]  # fmt: skip
         self.proc: subprocess.Popen[bytes] | None = None
 
