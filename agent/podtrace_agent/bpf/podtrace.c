@@ -152,8 +152,9 @@ static __always_inline u32 current_ppid(void)
  * Format (both): int root; int level; u64 id; __data_loc char[] path.
  * `root` is the hierarchy id (0: cgroup2), `id` the cgroup2 inode number,
  * `path` the full path in that hierarchy ("/kubepods/besteffort/pod…/…").
- * cgroup_attach_task is not hooked: every hook looks up the task's current
- * cgroup, so a task moved into a traced cgroup is seen from its next syscall.
+ * Every hook looks up the task's current cgroup, so a task moved into a
+ * traced cgroup is seen from its next syscall (cgroup_attach_task is hooked
+ * only to keep sys_enter's membership cache right, below).
  */
 
 _Static_assert(KUBEPODS_PATH_LEN + sizeof("/") + sizeof(QOS_BESTEFFORT) < MAX_CGROUP_PATH,
@@ -424,10 +425,82 @@ static __always_inline void count_syscall(u64 cgroup_id, u32 slot, long nr)
 		__sync_fetch_and_add(count, 1); /* result unused: a plain atomic add */
 }
 
-static __always_inline int on_sys_enter(long nr, const void *src)
+/* ---- sys_enter's membership cache ----------------------------------------
+ * Asking the kernel for the task's cgroup costs a helper call per syscall
+ * (bpf_get_current_ancestor_cgroup_id: ~40 ns here, more than the program's
+ * own entry), paid by every process of the node. So each CPU remembers, for
+ * the task whose syscall it saw last, whether that task is below kubepods and
+ * in which cgroup, keyed by the task's saved registers (a pointer into its
+ * kernel stack: free to read, unique among live tasks) and valid while
+ * `membership_gen` has not moved. It moves whenever a task could have another
+ * cgroup or another task could have that key:
+ *   cgroup:cgroup_attach_task  a task moved (after the move; a task moved by
+ *                              another process while it runs is seen from its
+ *                              first syscall after the write to cgroup.procs
+ *                              returns, not from the very instant of the move);
+ *   sched:sched_process_fork   a new task, maybe on a freed task's stack (it
+ *                              fires before the new task can run).
+ * Whether the cgroup is traced is not cached: `traced` is looked up on every
+ * syscall of a kubepods task, so trace/untrace take effect at once. The cache
+ * is read and written only by this program, which never runs twice at once on
+ * a CPU (the kernel skips a recursive run), so an entry is never torn. */
+struct task_membership {
+	u64 task;      /* the task's pt_regs pointer (raw tracepoint) or task_struct */
+	u64 gen;       /* membership_gen when it was filled */
+	u64 cgroup_id; /* its cgroup2 id, 0 when not below kubepods */
+};
+BPF_PERCPU_ARRAY(membership_cache, struct task_membership, 1);
+BPF_ARRAY(membership_gen, u64, 1);
+
+static __always_inline void membership_moved(void)
+{
+	u32 zero = 0;
+	u64 *gen = membership_gen.lookup(&zero);
+
+	if (gen)
+		__sync_fetch_and_add(gen, 1);
+}
+
+TRACEPOINT_PROBE(cgroup, cgroup_attach_task)
+{
+	membership_moved();
+	return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+	membership_moved();
+	return 0;
+}
+
+/* current_traced() for sys_enter, through the cache. */
+static __always_inline struct traced_cgroup *syscall_traced(u64 task, u64 *cgroup_id)
+{
+	u32 zero = 0;
+	struct task_membership *cached = membership_cache.lookup(&zero);
+	u64 *gen = membership_gen.lookup(&zero);
+	u64 now;
+
+	if (!cached || !gen)
+		return current_traced(cgroup_id);
+	now = *(volatile u64 *)gen;
+	if (cached->task != task || cached->gen != now) {
+		cached->task = task;
+		cached->gen = now;
+		cached->cgroup_id =
+			bpf_get_current_ancestor_cgroup_id(KUBEPODS_LEVEL) == KUBEPODS_ID ?
+				bpf_get_current_cgroup_id() : 0;
+	}
+	if (!cached->cgroup_id)
+		return NULL;
+	*cgroup_id = cached->cgroup_id;
+	return traced.lookup(cgroup_id);
+}
+
+static __always_inline int on_sys_enter(long nr, const void *src, u64 task)
 {
 	u64 cgroup_id;
-	struct traced_cgroup *found = current_traced(&cgroup_id);
+	struct traced_cgroup *found = syscall_traced(task, &cgroup_id);
 	struct traced_cgroup entry;
 
 	if (!found)
@@ -454,12 +527,12 @@ static __always_inline int on_sys_enter(long nr, const void *src)
  * pays less than with the classic tracepoint. */
 RAW_TRACEPOINT_PROBE(sys_enter)
 {
-	return on_sys_enter(ctx->args[1], (const void *)ctx->args[0]);
+	return on_sys_enter(ctx->args[1], (const void *)ctx->args[0], ctx->args[0]);
 }
 #else
 TRACEPOINT_PROBE(raw_syscalls, sys_enter)
 {
-	return on_sys_enter(args->id, args->args);
+	return on_sys_enter(args->id, args->args, bpf_get_current_task());
 }
 #endif
 
