@@ -6,6 +6,7 @@ Each part runs in a child process of its own (`run.py --only PART --json F`),
 so one part's memory or a crash stays its own:
 
   syscall   per-syscall cost against the floor, bpftrace and strace; BPF map memory
+  profile   what a sys_enter hook pays for, piece by piece (helpers, map lookups)
   exec      exec throughput with and without podtrace, events vs made, the getppid burst
   cluster   the real agent against the test apiserver: its RSS and CPU, the BCC
             compile, and TracingPolicy apply -> target in the node's BPF map
@@ -32,13 +33,14 @@ from pathlib import Path
 from typing import Any
 
 BENCH = Path(__file__).resolve().parent
-PARTS = ("syscall", "exec", "cluster", "compile")
+PARTS = ("syscall", "profile", "exec", "cluster", "compile")
 LATEST = BENCH / "results" / "latest.json"
 
 # Counts per part: (full, quick).
 SETTINGS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "syscall": ({"calls": 1_000_000, "rounds": 9},
                 {"calls": 20_000, "rounds": 2, "strace_calls": 1_000}),
+    "profile": ({"calls": 300_000, "rounds": 7}, {"calls": 20_000, "rounds": 1}),
     "exec": ({"execs": 2_000, "rounds": 3, "burst": 1_000_000},
              {"execs": 100, "rounds": 1, "burst": 20_000}),
     "cluster": ({"rounds": 20, "window": 10.0, "containers": 50, "execs": 3_000},
@@ -61,6 +63,12 @@ def run_part(part: str, quick: bool) -> dict[str, Any]:
         import bpf_memory
 
         bpf_memory.print_table(result["memory"])
+        return result
+    if part == "profile":
+        import hot_path
+
+        result = hot_path.measure(**settings)
+        hot_path.print_table(result)
         return result
     if part == "exec":
         import exec_throughput
@@ -120,6 +128,10 @@ def table(r: dict[str, Any]) -> list[tuple[str, str]]:
     rows.append(("-- BPF map memory (memlock)", f"{_fmt(m['total'] / 2**20, ' MiB', 2)} at "
                  f"{m['possible_cpus']} CPUs; {_fmt(m['total_64cpus'] / 2**20, ' MiB', 2)} at 64; "
                  f"{_fmt(m['total_128cpus'] / 2**20, ' MiB', 2)} at 128"))
+    p = r["profile"]
+    rows.append(("-- sys_enter pieces (outside)", "added ns / x floor"))
+    for label, row in p["steps"].items():
+        rows.append((f"  {label}", f"{row['added_ns']:+.1f} / {row['floor_ratio']:.2f}x"))
     e = r["exec"]
     rows.append(("-- exec /bin/true, traced", "execs/s without -> with; events / made / dropped"))
     for key in sorted(k for k in e if k.startswith("spawners_")):

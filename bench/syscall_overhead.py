@@ -153,7 +153,7 @@ class Bpftrace:
             line = self.process.stdout.readline()
             if "Attaching" not in line:
                 raise RuntimeError(f"bpftrace did not start: {line}{self.process.stderr.read()}")
-            time.sleep(0.2)
+            time.sleep(1)  # let it settle: its first moments cost every syscall more
         elif not on and self.process is not None:
             self.process.send_signal(signal.SIGINT)
             out, _ = self.process.communicate(timeout=30)

@@ -32,6 +32,8 @@ SCENARIO_FIGURES = ["min_ns", "median_ns", "added_ns", "added_median_ns", "floor
 FIGURES = [
     "syscall.memory.total", "syscall.memory.total_64cpus", "syscall.memory.total_128cpus",
     "syscall.memory.maps.counts.memlock", "syscall.ftrace_lost",
+    "profile.steps.empty.added_ns", "profile.steps.ancestor cgroup.added_ns",
+    "profile.steps.per-CPU cache hit.added_ns", "profile.steps.hash miss.added_ns",
     "exec.spawners_1.execs_per_s_without", "exec.spawners_1.execs_per_s_with",
     "exec.spawners_1.received", "exec.spawners_1.dropped_counted",
     "exec.burst.counted",
