@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 from harness.containerd import PodRunner, StartContainerd
 from harness.oci_image import OCIImage
 from podtrace_agent.cri import api_pb2
 from podtrace_agent.cri.client import CRIClient
+from podtrace_agent.cri.endpoints import RuntimeReport
 from podtrace_agent.cri.enrich import Enricher
+from podtrace_agent.cri.runtime import discover_runtime
+from podtrace_agent.cri.watch import RuntimeWatch
 from podtrace_api.nodetracer import IdentitySource
 
 
@@ -48,3 +53,33 @@ def test_degrades_to_path_identity_and_recovers(
         assert (e.pod_name, e.container_name, e.pid) == ("api-0", "server", before.pid)
         assert cri.container_status(cid).status.state == api_pb2.CONTAINER_RUNNING
         pods.remove_pod(pod)
+
+
+def test_runtime_watch_sees_it_go_and_come_back(start_containerd: StartContainerd) -> None:
+    """The agent's runtime watch (cri/watch.py) against the real containerd: unreachable
+    with the CRI error while it is stopped, found again (on_back) when it answers."""
+    cd = start_containerd(with_image=False)  # its own: this test stops it
+    report = discover_runtime([cd.endpoint])
+    assert report.found, report.message
+    back: list[RuntimeReport] = []
+    watch = RuntimeWatch(report, every=0.2)
+    watch.start(on_back=back.append)
+    try:
+        cd.stop()
+        down = _wait(lambda: not watch.state().reachable and watch.state())
+        assert down.report.endpoint == cd.endpoint and "Version: UNAVAILABLE" in down.error
+        assert f"at {cd.endpoint} has not answered since" in down.message
+        assert back == []
+        cd.start()
+        up = _wait(lambda: back and watch.state())
+        assert up.reachable and up.report.name == "containerd" and back == [up.report]
+    finally:
+        watch.close()
+
+
+def _wait(fn: Callable[[], Any], timeout: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (got := fn()):
+        assert time.monotonic() < deadline, "not within 15 s"
+        time.sleep(0.1)
+    return got
