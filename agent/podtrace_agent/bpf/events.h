@@ -58,6 +58,11 @@
  * before anything else (u64 values, the same in every layout). */
 #define HEADER_READY 0  /* 1 once user space filled free_slots */
 #define HEADER_STARTS 1 /* agents that started on these maps */
+#define HEADER_TAG_0 2  /* reported_0 holds what the status of this tag (its
+                         * lastHeartbeatTime, in microseconds) counted */
+#define HEADER_TAG_1 3
+#define HEADER_POS_0 4  /* the ring buffer's consumer position when that status was built */
+#define HEADER_POS_1 5
 #define NR_HEADER 8
 
 /* Value of the `traced` map (key: cgroup2 id). */

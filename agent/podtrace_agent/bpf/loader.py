@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import errno
 import logging
+import mmap
 import os
 import time
 from dataclasses import dataclass, field
@@ -124,8 +125,8 @@ class CounterRows:
         self._keys = (ctypes.c_uint32 * COLUMNS)()
         self._values = (ctypes.c_uint64 * COLUMNS)()
 
-    def read(self, slot: int) -> dict[int, int]:
-        """syscall nr -> count, zero counts left out."""
+    def read(self, slot: int, raw: bool = False) -> dict[int, int]:
+        """syscall nr -> count, zero counts left out (`raw`: column -> count)."""
         count = ctypes.c_uint32(COLUMNS)
         cursor = ctypes.c_uint32(slot * COLUMNS - 1)
         out = ctypes.c_uint32(0)
@@ -142,10 +143,22 @@ class CounterRows:
         if (error and error != errno.ENOENT) or count.value != COLUMNS:
             raise BackendError(f"reading counter row {slot}: {os.strerror(error)}")
         return {
-            OTHER_SYSCALL if column == COLUMNS - 1 else column: total
+            column if raw or column != COLUMNS - 1 else OTHER_SYSCALL: total
             for column, total in enumerate(self._values)
             if total
         }
+
+    def write(self, slot: int, counts: dict[int, int]) -> None:
+        """Set a row to `counts` (syscall nr -> count, as read() gives them)."""
+        for column in range(COLUMNS):
+            self._keys[column] = slot * COLUMNS + column
+            self._values[column] = 0
+        for nr, n in counts.items():
+            self._values[COLUMNS - 1 if nr == OTHER_SYSCALL else nr] = n
+        count = ctypes.c_uint32(COLUMNS)
+        rc = self._lib.bpf_update_batch(self._fd, self._keys, self._values, ctypes.byref(count))
+        if error := _errno(rc):
+            raise BackendError(f"writing counter row {slot}: {os.strerror(error)}")
 
     def zero(self, slot: int) -> None:
         for column in range(COLUMNS):
@@ -257,6 +270,45 @@ class Resume:
     orphaned_rows: int = 0  # rows a killed agent left in its quarantine, freed
     stale: list[str] = field(default_factory=list)  # other layouts' pins, removed
     problems: list[str] = field(default_factory=list)
+    reported: str = ""  # node agent: where its counts went on from (resume_from)
+    replayed_bytes: int = 0  # of ring buffer records the killed agent had read
+
+
+@dataclass(frozen=True)
+class Capture:
+    """Counts given out (cgroup -> its row, absolute counts) and the ring buffer's
+    consumer position, when a status was built from them."""
+
+    rows: dict[int, tuple[int, dict[int, int]]]
+    consumer_pos: int
+
+
+class RingPositions:
+    """The ring buffer's consumer and producer positions (the map's first two
+    pages, mmap'd as libbpf does): read for snapshots, the consumer moved back
+    on resume so that records read by a killed agent are read again."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        page = mmap.PAGESIZE
+        self.size = size
+        self._consumer = mmap.mmap(fd, page, mmap.MAP_SHARED,
+                                   mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        self._producer = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+
+    def consumer(self) -> int:
+        return int.from_bytes(self._consumer[:8], "little")
+
+    def producer(self) -> int:
+        return int.from_bytes(self._producer[:8], "little")
+
+    def rewind(self, pos: int) -> int:
+        """Move the consumer back to `pos` when every record since is still in the
+        buffer (the producer has not gone a whole buffer past it); bytes to re-read."""
+        now = self.consumer()
+        if not 0 <= pos <= now or self.producer() - pos > self.size:
+            return 0
+        self._consumer[:8] = pos.to_bytes(8, "little")
+        return now - pos
 
 
 def _unattached(bpf_class: Any) -> Any:
@@ -330,6 +382,7 @@ class BccBackend:
         use_btf: bool = True,
         pin_dir: Path | None = None,
         allow_mount: bool = True,
+        reported: bool = False,
     ) -> None:
         self.kubepods = kubepods
         self.options = options or BackendOptions()
@@ -340,6 +393,14 @@ class BccBackend:
         self.resume = Resume()
         self._lock: pins.InstanceLock | None = None
         self._layout_dir: Path | None = None
+        # The node agent's mode (snapshot, resume_from): a resumed backend holds its
+        # events and counts until told what the apiserver has of them.
+        self.reported = reported
+        self._held = False
+        self._base: dict[int, dict[int, int]] = {}  # cgroup → counts reported before
+        self._last_abs: dict[int, tuple[int, dict[int, int]]] = {}  # cgroup → row, counts
+        self._good_slot = 1  # the slot of the last snapshot whose write went through
+        self._ring: RingPositions | None = None
         self._bpf: Any = None
         self._book: RowBook | None = None
         self._handles: CgroupHandles | None = None
@@ -396,6 +457,8 @@ class BccBackend:
         layout_dir = self._pin_layout(cflags)
         if layout_dir is not None:
             cflags.append(f'-DPIN_DIR="{layout_dir}"')
+            if self.reported:
+                cflags.append("-DREPORTED_SLOTS")
         try:
             # Unpinned, tracepoints attach while BPF() returns: a container cgroup
             # made in the instant before the queue is filled is reported untraced.
@@ -422,6 +485,10 @@ class BccBackend:
         header[ctypes.c_int(C["HEADER_STARTS"])] = ctypes.c_uint64(starts)
         self.resume.starts = starts
         self._table("events").open_ring_buffer(self._on_record)
+        if self.reported and layout_dir is not None:
+            self._ring = RingPositions(self._table("events").map_fd,
+                                       self.ringbuf_pages * mmap.PAGESIZE)
+            self._held = self.resume.found
 
     # -- pins (pins.py) -----------------------------------------------------
 
@@ -439,7 +506,8 @@ class BccBackend:
             log.warning("%s", self.resume.problems[-1])
             return None
         sources = [p.read_bytes() for p in sorted(BPF_DIR.glob("*.[ch]"))]
-        layout = pins.layout_id(sources, cflags)
+        layout = pins.layout_id(sources, [*cflags, *(["-DREPORTED_SLOTS"] if self.reported
+                                                      else [])])
         for stale in pins.stale_layouts(self.pin_dir, layout):
             self.resume.stale.append(_describe_stale(stale))
             pins.remove(stale)
@@ -500,6 +568,75 @@ class BccBackend:
             for index in _bits(entry.connect_ports):
                 self._ports.adopt(index, int(ports[ctypes.c_int(index)].value))
 
+    # -- what the node agent reported (its restart goes on from there) -----------
+
+    def capture(self) -> Capture:
+        """What the counts given out last and the events consumed so far add up to:
+        taken when a status is built from them."""
+        pos = self._ring.consumer() if self._ring is not None else 0
+        return Capture(dict(self._last_abs), pos)
+
+    def snapshot(self, capture: Capture, tag: int) -> int:
+        """Keep `capture` in the pinned slot that does not hold the last status
+        written (`tag`: that status's lastHeartbeatTime in microseconds), just before
+        the status is written; `committed(slot)` once it was. May run on another
+        thread than the loop: it writes only the slot's maps."""
+        if self._bpf is None or self._ring is None:
+            return -1
+        slot = 1 - self._good_slot
+        rows, owners = self._table(f"reported_{slot}"), self._table(f"reported_owner_{slot}")
+        header = self._table("header")
+        header[ctypes.c_int(C[f"HEADER_TAG_{slot}"])] = ctypes.c_uint64(0)  # being written
+        owner_of = {row: cgroup_id for cgroup_id, (row, _) in capture.rows.items()}
+        for row in range(self.options.max_traced):
+            owners[ctypes.c_int(row)] = ctypes.c_uint64(owner_of.get(row, 0))
+        writer = CounterRows(rows.map_fd)
+        for row, counts in capture.rows.values():
+            writer.write(row, counts)
+        header[ctypes.c_int(C[f"HEADER_POS_{slot}"])] = ctypes.c_uint64(capture.consumer_pos)
+        header[ctypes.c_int(C[f"HEADER_TAG_{slot}"])] = ctypes.c_uint64(tag)
+        return slot
+
+    def committed(self, slot: int) -> None:
+        """The status of that snapshot was written."""
+        if slot >= 0:
+            self._good_slot = slot
+
+    def resume_from(self, tag: int | None) -> None:
+        """Told what status the apiserver holds (its lastHeartbeatTime in
+        microseconds; None: none): counts go on from that status's snapshot, and
+        events from the ring buffer position it was built at, so what the killed
+        agent saw after it is seen again. Releases the events and counts held."""
+        if not self._held:
+            return
+        self._held = False
+        header = self._table("header")
+        slots = [s for s in (0, 1) if tag and header[ctypes.c_int(C[f"HEADER_TAG_{s}"])].value
+                 == tag]
+        if not slots:
+            self.resume.reported = "no status of the last agent" if tag is None else \
+                "the last status written is not among the snapshots: counted from the start"
+            return
+        slot = slots[0]
+        self._good_slot = slot
+        owners, rows = self._table(f"reported_owner_{slot}"), CounterRows(
+            self._table(f"reported_{slot}").map_fd)
+        for cgroup_id, entry in self.book.tables.entries().items():
+            if owners[ctypes.c_int(entry.slot)].value == cgroup_id:
+                self._base[cgroup_id] = rows.read(entry.slot, raw=True)
+        pos = header[ctypes.c_int(C[f"HEADER_POS_{slot}"])].value
+        replay = self._ring.rewind(pos) if self._ring is not None else 0
+        self.resume.reported = (f"counting on from the status of {tag} (slot {slot}, "
+                                f"{len(self._base)} cgroups, {replay} ring buffer bytes read "
+                                "again)")
+        self.resume.replayed_bytes = replay
+
+    def _based(self, cgroup_id: int, counts: dict[int, int]) -> dict[int, int]:
+        base = self._base.get(cgroup_id)
+        if not base:
+            return counts
+        return {nr: n - base.get(nr, 0) for nr, n in counts.items() if n > base.get(nr, 0)}
+
     def unpin(self) -> None:
         """Remove this instance's pins (uninstall, or a standalone trace that
         ended): its programs detach and its maps are freed once closed."""
@@ -544,6 +681,7 @@ class BccBackend:
 
     def untrace(self, cgroup_id: int) -> None:
         self.book.untrace(cgroup_id)
+        self._base.pop(cgroup_id, None)
         self._markers.pop(cgroup_id, None)  # its counts start over if traced again
 
     def _acquire_prefixes(self, prefixes: tuple[str, ...]) -> int:
@@ -596,6 +734,9 @@ class BccBackend:
         if bpf is None:
             raise BackendError("backend not started")
         book = self.book
+        if self._held:  # until resume_from(): nothing is consumed
+            time.sleep(min(timeout, 0.25))
+            return []
         if not self._pending:
             bpf.ring_buffer_poll(max(0, int(timeout * 1000)))
         bpf.ring_buffer_consume()
@@ -619,12 +760,19 @@ class BccBackend:
 
     def syscall_counts(self) -> dict[int, dict[int, int]]:
         book = self.book
-        result = {
-            cgroup_id: book.tables.read_row(entry.slot)
+        if self._held:
+            return {}
+        read = {
+            cgroup_id: (entry.slot, book.tables.read_row(entry.slot))
             for cgroup_id, entry in book.tables.entries().items()
             if entry.mask & Probe.SYSCALLS
         }
-        result.update(book.retired)
+        self._last_abs = read
+        result = {cgroup_id: self._based(cgroup_id, counts)
+                  for cgroup_id, (_, counts) in read.items()}
+        for cgroup_id, final in book.retired.items():
+            result[cgroup_id] = self._based(cgroup_id, final)
+            self._base.pop(cgroup_id, None)
         book.retired = {}
         return result
 

@@ -27,6 +27,7 @@
  *   MAX_REMOVED                   cgroup_rmdir records kept (`removed`, LRU)
  *   RINGBUF_PAGES                 ring buffer size in pages (power of two)
  *   PIN_DIR                       (optional) where the shared maps are pinned, a string literal
+ *   REPORTED_SLOTS                (optional, pinned node agent) the reported_* maps
  *   NR_OPEN, NR_OPENAT, NR_CONNECT, NR_PRCTL, NR_EXIT, NR_EXIT_GROUP  syscall numbers
  *   TASK_REAL_PARENT_OFF, TASK_TGID_OFF, TASK_EXIT_CODE_OFF  (optional, from BTF)
  *   PT_REGS_DI_OFF, PT_REGS_SI_OFF, PT_REGS_DX_OFF  (optional, from BTF: raw tracepoint)
@@ -86,6 +87,17 @@ SHARED_TABLE("array", int, u64, counts, MAX_TRACED * NR_SYSCALLS_MAX);
 SHARED_TABLE("array", int, u64, stats, NR_STATS);
 /* HEADER_* of events.h: user space only. */
 SHARED_TABLE("array", int, u64, header, NR_HEADER);
+/* What the node agent's status writes counted of each row, and whose row it
+ * was: the write in flight and the last one that went through (two slots,
+ * HEADER_TAG_*). A restarted agent counts on from what the apiserver holds
+ * (loader.py: snapshot, resume_from). User space only; 4 MiB at the default
+ * MAX_TRACED, so only where they are used. */
+#ifdef REPORTED_SLOTS /* the node agent's, pinned */
+SHARED_TABLE("array", int, u64, reported_0, MAX_TRACED * NR_SYSCALLS_MAX);
+SHARED_TABLE("array", int, u64, reported_1, MAX_TRACED * NR_SYSCALLS_MAX);
+SHARED_TABLE("array", int, u64, reported_owner_0, MAX_TRACED);
+SHARED_TABLE("array", int, u64, reported_owner_1, MAX_TRACED);
+#endif
 SHARED_TABLE("array", int, struct open_prefix, open_prefix, MAX_PREFIXES);
 SHARED_TABLE("array", int, u32, connect_port, MAX_PORTS);
 BPF_PERCPU_ARRAY(cgroup_scratch, struct cgroup_event, 1);

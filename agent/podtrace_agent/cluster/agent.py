@@ -66,6 +66,7 @@ from .writer import HEARTBEAT_S, StatusWriter
 
 log = logging.getLogger(__name__)
 COUNTS_EVERY_S = 1.0  # counts read, plan checked, events and status offered
+CAPTURES_KEPT = 8  # statuses built and maybe not written yet (a write takes the latest)
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,8 @@ class Agent:
     _offset_ns: int = field(default_factory=lambda: time.time_ns() - time.monotonic_ns())
 
     def __post_init__(self) -> None:
+        self._captures: dict[int | None, Any] = {}  # status tag → backend capture
+        self._resumed = False
         self.limiter = EventLimiter(interval=self.options.event_interval)
         self.writer = StatusWriter(self._send_status, interval=self.options.status_interval,
                                    heartbeat=self.options.heartbeat_interval)
@@ -169,6 +172,7 @@ class Agent:
             self._dirty = True
             if what == "nodetracer":
                 items = obj["items"] if kind == "SYNC" else [obj]
+                self._resume(items if kind != "DELETED" else [])
                 if kind == "DELETED":
                     self.state.set_spec(NodeTracerSpec(), 0)
                 for item in items if kind != "DELETED" else []:
@@ -290,11 +294,32 @@ class Agent:
 
     # -- outputs -------------------------------------------------------------------
     def _send_status(self, status: dict[str, Any]) -> None:
+        tag = _micros(status.get("lastHeartbeatTime"))
+        capture = self._captures.get(tag)
+        snapshot = getattr(self.backend, "snapshot", None)
+        slot = snapshot(capture, tag) if snapshot and capture and tag else -1
         try:
             self.kube.patch_status(status)
         except Exception:
             self.metrics.api_error("status")
             raise
+        if slot >= 0:
+            self.backend.committed(slot)  # type: ignore[attr-defined]
+
+    def _resume(self, items: list[dict[str, Any]]) -> None:
+        """Once, at the first sight of this node's NodeTracer (or of its absence):
+        a backend resumed from pins goes on from what the last status written holds
+        (bpf/loader.py: resume_from)."""
+        if self._resumed:
+            return
+        self._resumed = True
+        resume_from = getattr(self.backend, "resume_from", None)
+        if resume_from is None:
+            return
+        status = (items[0].get("status") or {}) if items else {}
+        resume_from(_micros(status.get("lastHeartbeatTime")))
+        if note := self.backend.resume.reported:  # type: ignore[attr-defined]
+            log.warning("%s", note)
 
     def _observe(self, obs: Observation) -> None:
         planned = self.state.plan.targets[obs.key]
@@ -421,10 +446,27 @@ class Agent:
             previous=self.conditions, now=now, agent_version=_agent_version(),
         )
         self.conditions = list(status.conditions)
+        capture = getattr(self.backend, "capture", None)
+        if capture is not None:  # what this status counts, kept if it is written
+            self._captures[_micros(now.isoformat())] = capture()
+            while len(self._captures) > CAPTURES_KEPT:
+                del self._captures[next(iter(self._captures))]
         self.metrics.set_state(status.traced_containers, stats.events_dropped,
                                [(m.name, m.used, m.capacity) for m in stats.maps])
         self.metrics.set_not_applied(status.targets)
         self.sender.status(status.to_wire(), time.monotonic())
+
+def _micros(stamp: str | None) -> int | None:
+    """A status's lastHeartbeatTime in microseconds since the epoch (its tag).
+
+    >>> _micros("2026-11-29T08:03:25.216037Z"), _micros(None)
+    (1795939405216037, None)
+    """
+    if not stamp:
+        return None
+    when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return int(when.timestamp()) * 1_000_000 + when.microsecond
+
 
 def run_agent(options: AgentOptions) -> int:
     """The whole command; 1 when tracing cannot start on this node."""
@@ -446,7 +488,8 @@ def run_agent(options: AgentOptions) -> int:
                    ringbuf_pages=options.ringbuf_pages,
                    pin_dir=PIN_ROOT / instance_name(options.pin_instance)
                    if options.pin_instance else None,
-                   allow_mount=False)  # a bpffs mounted in the pod would die with it
+                   allow_mount=False,  # a bpffs mounted in the pod would die with it
+                   reported=True)
     backend, report = start_backend(report, options.backend, root, make)
     if backend is None:
         log.error("no tracing backend: %s", report.backend.reason)

@@ -26,17 +26,19 @@ BackendFactory = Callable[[BackendName, KubepodsRootLike, str], Backend]
 def make_backend(
     name: BackendName, kubepods: KubepodsRootLike, tracefs: str, *, max_traced: int = 512,
     ringbuf_pages: int = 256, pin_dir: Path | None = None, allow_mount: bool = True,
+    reported: bool = False,
 ) -> Backend:
     """The backend `name`, constructed (not started). New container cgroups are
     traced by the backend itself from their creation (AUTO_PROBES). The table
     sizes are the agent's flags (README: Limits). bcc pins its maps and links
-    under `pin_dir` (bpf/pins.py), so that a restarted agent loses no count."""
+    under `pin_dir` (bpf/pins.py), so that a restarted agent loses no count;
+    `reported`: the node agent's, which goes on from what its status reported."""
     options = BackendOptions(auto_trace_mask=AUTO_PROBES, max_traced=max_traced)
     if name is BackendName.BCC:
         from ..bpf.loader import BccBackend
 
         return BccBackend(kubepods, options, ringbuf_pages=ringbuf_pages, pin_dir=pin_dir,
-                          allow_mount=allow_mount)
+                          allow_mount=allow_mount, reported=reported)
     if name is BackendName.FTRACE:
         from ..ftrace.backend import FtraceBackend
 
