@@ -16,10 +16,10 @@ Time is the operator's own: a heartbeat counts from when the operator saw it cha
 the operator never makes an agent look silent or alive. A new writer (after a restart
 or Lease takeover) therefore waits one full timeout before calling any agent silent.
 
-    seen = observe(None, heartbeat, now)            # at each NodeTracer watch event
-    silent = silence(seen, now, timeout)            # None while reporting
-    conditions = ready_unknown(nt_conditions, silent, timeout, now)   # to write, or None
-    conditions = reporting_condition(conditions, nodes, silent_nodes, now, generation)
+    seen = observe(seen, heartbeat, now)            # at each NodeTracer watch event
+    quiet = silence(node, seen, now, timeout)       # None while its agent reports
+    conditions = ready_unknown(nt_conditions, quiet, timeout, now)    # to write, or None
+    conditions = reporting_condition(conditions, nodes, silent_by_node, now, generation)
 """
 
 from __future__ import annotations
