@@ -66,9 +66,10 @@ class Kube:
 
     def uninstalling(self, namespace: str | None) -> bool:
         """Whether podtrace is being uninstalled: the agent's namespace is gone or
-        terminating, or its NodeTracer (or the NodeTracer kind) is gone. False when
-        the apiserver cannot tell (then the agent's pins are kept, README:
-        Reliability)."""
+        terminating, its NodeTracer (or the NodeTracer kind) is gone, or its own
+        access is (`kubectl delete -k` may take the ClusterRoleBinding or the
+        ServiceAccount first: 403, 401). False when the apiserver cannot tell (then
+        the agent's pins are kept, README: Reliability)."""
         try:
             if namespace:
                 ns = self.core.read_namespace(namespace, _request_timeout=self.timeout)
@@ -77,7 +78,7 @@ class Kube:
             self.custom.get_cluster_custom_object(GROUP, VERSION, "nodetracers", self.node,
                                                   _request_timeout=self.timeout)
         except ApiException as err:
-            return err.status == 404
+            return err.status in (401, 403, 404)
         except Exception as err:  # unreachable, or a reply not understood: cannot tell
             log.warning("cannot tell whether podtrace is being uninstalled: %s", err)
         return False
