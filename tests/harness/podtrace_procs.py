@@ -152,6 +152,11 @@ class Podtrace:
         for proc in self._procs:
             stop_process(proc, grace=20)
         self._procs.clear()
+        # A stopped agent keeps its BPF pins for the next one (README: Reliability);
+        # these tests' agents have no next one.
+        from harness.localcluster import remove_pins
+
+        remove_pins(self.node)
 
     def __enter__(self) -> Self:
         self.start()

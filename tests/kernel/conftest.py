@@ -21,6 +21,16 @@ from harness.prereq import missing, need_binary, need_root
 from podtrace_agent.backend import KubepodsRoot
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_standalone_pins_left() -> Iterator[None]:
+    """A standalone agent a test killed leaves its pins (and programs) behind for the
+    next one; at the end of the tier there is no next one."""
+    yield
+    from podtrace_agent.bpf.pins import PIN_ROOT, remove_tree
+
+    remove_tree(PIN_ROOT / "standalone")
+
+
 @pytest.fixture(scope="session")
 def cgroup2() -> Path:
     need_root("the kernel tier (BPF, tracefs, cgroups)")

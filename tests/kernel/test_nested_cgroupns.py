@@ -103,7 +103,7 @@ def nested_agent(node: Path, mount: Path, backend: str) -> list[str]:
     if not agent.exists():
         missing("the podtrace-agent console script is not installed: run make venv")
     inner = (f"mount -t cgroup2 none {mount} && exec {agent} standalone --cgroupfs {mount} "
-             f"--backend {backend} --duration 300s")
+             f"--backend {backend} --duration 300s --no-pin")
     outer = (f"echo $$ > {node}/cgroup.procs && "
              f"exec unshare --cgroup --mount --propagation private sh -c '{inner}'")
     return ["sh", "-c", outer]
@@ -245,7 +245,7 @@ def nested_cluster_agent(node: Path, mount: Path, backend: str, node_name: str,
     agent = Path(sys.executable).with_name("podtrace-agent")
     inner = (f"mount -t cgroup2 none {mount} && exec {agent} run --node-name {node_name} "
              f"--kubeconfig {kubeconfig} --cgroupfs {mount} --backend {backend} "
-             "--status-interval 1s --metrics-port 0")
+             "--status-interval 1s --metrics-port 0 --no-pin")
     outer = (f"echo $$ > {node}/cgroup.procs && "
              f"exec unshare --cgroup --mount --propagation private sh -c '{inner}'")
     return ["sh", "-c", outer]
