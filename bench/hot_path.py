@@ -65,11 +65,11 @@ def measure(calls: int = 300_000, rounds: int = 7) -> dict[str, Any]:
             for _ in range(rounds):
                 for name in samples:
                     bpf = programs.get(name)
-                    if bpf:
+                    if bpf is not None:
                         bpf.attach_raw_tracepoint(tp=b"sys_enter",
                                                   fn_name=b"raw_tracepoint__sys_enter")
                     samples[name].append(runner.run(calls)[0])
-                    if bpf:
+                    if bpf is not None:
                         bpf.detach_raw_tracepoint(b"sys_enter")
         finally:
             runner.close()

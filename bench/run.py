@@ -184,6 +184,8 @@ def main() -> int:
     quick = os.environ.get("BENCH_QUICK", "") not in ("", "0")
     parser.add_argument("--quick", action="store_true", default=quick)
     parser.add_argument("--out", type=Path, default=LATEST)
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                        help="run only these parts; the others' figures are kept from --out")
     parser.add_argument("--only", choices=PARTS, help=argparse.SUPPRESS)
     parser.add_argument("--json", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -194,12 +196,17 @@ def main() -> int:
         args.json.write_text(json.dumps(result))
         return 0
 
-    result: dict[str, Any] = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                              "quick": args.quick, "machine": machine()}  # fmt: skip
+    result: dict[str, Any] = {}
+    if set(args.parts) != set(PARTS):
+        result = json.loads(args.out.read_text())
+        if result["quick"] != args.quick:
+            sys.exit(f"{args.out} is from a {'quick' if result['quick'] else 'full'} run")
+    result.update({"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                   "quick": args.quick, "machine": machine()})  # fmt: skip
     started = time.monotonic()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(BENCH), *sys.path[1:]])}
     failed = []
-    for part in PARTS:
+    for part in args.parts:
         print(f"== {part}", flush=True)
         with tempfile.NamedTemporaryFile(suffix=".json") as out:
             t0 = time.monotonic()

@@ -87,6 +87,8 @@ def test_bench_runs_end_to_end(tmp_path: Path) -> None:
             assert math.isfinite(scenarios[name][key]), (name, key, scenarios[name][key])
     for path in FIGURES:
         figure(result, path)
+    for name in result["profile"]["steps"]:  # nan when the floor added nothing: not attached
+        figure(result, f"profile.steps.{name}.floor_ratio")
 
     s = result["syscall"]
     assert s["bcc_counted_getppid"] == s["bcc_made_getppid"] > 0
