@@ -17,7 +17,10 @@ them by writing to it — no race against a sleep.
 The tests share one cluster, operator and agent and run in file order: the node's
 NodeTracer; a pod selected by the example shell policy and a ContainerTrace (exact execs,
 syscalls, one Warning Event for three shells); a pod started later (traced from its first
-exec); the generated seccomp profile replayed (the workload runs, mkdir(2) is denied);
+exec); the generated seccomp profile (the workload's syscalls only, after runc's
+prctl(PR_GET_PDEATHSIG) marker) replayed per container with allowPrivilegeEscalation true
+and false (the workload runs, mkdir(2) is denied), a workload that calls sethostname and
+unshare itself keeps them;
 the counts of both pods kept after they exit; deleting policy and trace stops tracing.
 """
 
@@ -480,45 +483,90 @@ def _load_with_libseccomp(profile: dict[str, Any]) -> int:
     return rules
 
 
+# What runc does before its marker (prctl(PR_GET_PDEATHSIG)) and the workloads here never do.
+RUNTIME_ONLY = {"mount", "pivot_root", "umount2", "setns", "unshare", "keyctl", "sethostname"}
+TOOLS_NS, TOOLS_TRACE = "tools", "rec-tools"
+
+
+def confined(profile: str, escalation: bool | None = None) -> dict[str, Any]:
+    """A container securityContext running `profile` (under the kubelet's seccomp dir);
+    `escalation` sets allowPrivilegeEscalation (runc's no_new_privs is its negation)."""
+    context: dict[str, Any] = {"seccompProfile": {"type": "Localhost",
+                                                  "localhostProfile": profile}}
+    if escalation is not None:
+        context["allowPrivilegeEscalation"] = escalation
+    return context
+
+
+def run_confined(loop: Loop, name: str, script: str, context: dict[str, Any],
+                 container: str = "main") -> None:  # fmt: skip
+    manifest = loop.cluster.pod_manifest(name, entrypoint(script), namespace=REPLAY_NS,
+                                         container_name=container)
+    manifest["spec"]["containers"][0]["securityContext"] = context
+    loop.apply(manifest)
+
+
 def test_generated_seccomp_profile_runs_the_workload_and_denies_the_rest(loop: Loop) -> None:
     cluster = loop.cluster
 
-    def stable_profile() -> dict[str, Any] | None:
-        status = loop.status("containertrace", TRACE, NS).get("seccompProfile") or {}
+    def stable_profile() -> tuple[dict[str, Any], dict[str, Any]] | None:
+        status = loop.status("containertrace", TRACE, NS)
+        listed = (status.get("seccompProfile") or {}).get("containers") or []
         cm = loop.get("configmap", f"{TRACE}-seccomp", NS)
-        text = ((cm or {}).get("data") or {}).get("profile.json")
-        return json.loads(text) if text and text == status.get("profile") else None
+        text = ((cm or {}).get("data") or {}).get("main.json")
+        if not text or len(listed) != 1 or listed[0]["replicas"] != 2:
+            return None
+        profile = json.loads(text)
+        names = [n for group in profile["syscalls"] for n in group["names"]]
+        return (profile, status) if names == [s["name"] for s in listed[0]["syscalls"]] else None
 
-    profile = loop.wait_for("the profile in the ConfigMap and the status", stable_profile,
-                            show=lambda: loop.status("containertrace", TRACE, NS))
+    profile, status = loop.wait_for("main's profile of both pods in the ConfigMap and status",
+                                    stable_profile,
+                                    show=lambda: loop.status("containertrace", TRACE, NS))
     names = [n for group in profile["syscalls"] for n in group["names"]]
-    ctx = f"{json.dumps(profile)}{loop.logs()}"
+    ctx = f"{json.dumps(profile)}\n{json.dumps(status, indent=1)}{loop.logs()}"
+    (main,) = status["seccompProfile"]["containers"]
+    assert (main["container"], main["key"], main["startSeen"]) == ("main", "main.json", 2), ctx
+    # Both pods made the workload's core; coverage says which calls only one pod made.
+    coverage = {s["name"]: s["replicas"] for s in main["syscalls"]}
+    assert all(coverage[n] == 2 for n in ("execve", "read", "exit_group", "wait4")), ctx
+    assert set(coverage.values()) <= {1, 2}, ctx
+    print(f"\nprofile of main: {len(names)} syscalls (workload only); the container did "
+          f"{status['syscalls']['distinct']} distinct syscalls in all, runc's set-up "
+          f"included; made by one pod only: {sorted(n for n, c in coverage.items() if c == 1)}")
     assert profile["architectures"][0] == "SCMP_ARCH_X86_64", ctx
     assert {"execve", "read", "exit_group"} <= set(names), ctx
+    # runc's set-up before its marker is not in it; what runc does after it is.
+    assert not RUNTIME_ONLY & set(names), ctx
+    assert {"capset", "setgroups", "prctl"} <= set(names), ctx
+    assert status["syscalls"]["distinct"] > len(names), ctx
+    assert condition(status, "ProfileComplete")["status"] == "True", ctx
     # What the denied pod below calls: busybox mkdir uses mkdir(2), which the workload never
     # does (runc's setup in the container uses mkdirat). (Debian's busybox-static has no
     # nice applet, so setpriority through /bin/nice cannot be tried here.)
     assert "mkdir" not in names, ctx
     assert _load_with_libseccomp(profile) == len(names) == len(set(names)), ctx
-    status = loop.status("containertrace", TRACE, NS)
     assert status["seccompProfile"]["syscalls"] == len(names), ctx
 
     (cluster.seccomp_dir / "podtrace").mkdir(parents=True, exist_ok=True)
     (cluster.seccomp_dir / "podtrace" / f"{TRACE}.json").write_text(json.dumps(profile))
-    confined = {"securityContext": {"seccompProfile": {
-        "type": "Localhost", "localhostProfile": f"podtrace/{TRACE}.json"}}}
     cluster.ensure_namespace(REPLAY_NS)
     mkdir = "/bin/mkdir /tmp/made && echo made"
+    own = f"podtrace/{TRACE}.json"
     runs = {
-        "replay": (workload(None), confined),
-        "denied": (mkdir, confined),
+        # runc installs the filter before it sets user, groups and capabilities...
+        "replay": (workload(None), confined(own, escalation=True)),
+        # ... or, with no_new_privs, just before it execs the workload.
+        "replay-nnp": (workload(None), confined(own, escalation=False)),
+        "denied": (mkdir, confined(own)),
         "unconfined": (mkdir, {}),  # the same without the profile: mkdir works
     }
-    for name, (script, extra) in runs.items():
-        loop.run_pod(name, script, namespace=REPLAY_NS, labels={}, extra_spec=extra)
+    for name, (script, context) in runs.items():
+        run_confined(loop, name, script, context)
 
-    loop.wait_pod("replay", REPLAY_NS, phase="Succeeded")
-    assert loop.logs_of("replay", REPLAY_NS) == WORKLOAD_LOG, loop.logs()
+    for name in ("replay", "replay-nnp"):
+        loop.wait_pod(name, REPLAY_NS, phase="Succeeded")
+        assert loop.logs_of(name, REPLAY_NS) == WORKLOAD_LOG, loop.logs()
     loop.wait_pod("unconfined", REPLAY_NS, phase="Succeeded")
     assert loop.logs_of("unconfined", REPLAY_NS) == "made\n", loop.logs()
     denied = loop.wait_pod("denied", REPLAY_NS, phase="Failed")
@@ -529,6 +577,50 @@ def test_generated_seccomp_profile_runs_the_workload_and_denies_the_rest(loop: L
         f"{log}{loop.logs()}"
     # Nothing of this ran in a selected pod: the trace still holds the two workloads.
     assert trace_execs(loop) == summed(WORKLOAD_EXECS, LATE_EXECS), loop.logs()
+
+
+def test_a_workload_that_calls_a_set_up_syscall_keeps_it(loop: Loop) -> None:
+    # busybox's hostname and unshare make sethostname(2) and unshare(2), refused without
+    # CAP_SYS_ADMIN but made: the profile of that container allows them.
+    cluster = loop.cluster
+    cluster.ensure_namespace(TOOLS_NS)
+    loop.apply({
+        "apiVersion": API, "kind": "ContainerTrace",
+        "metadata": {"name": TOOLS_TRACE, "namespace": TOOLS_NS},
+        "spec": {"selector": {"matchLabels": {"app": "tools"}}, "seccompProfile": {}},
+    })  # fmt: skip
+    loop.wait_valid("containertrace", TOOLS_TRACE, TOOLS_NS)
+    # It waits on its gate until its profile is read: a pod gone before its node's agent
+    # reported it would not be a target.
+    script = (f"/bin/busybox hostname podtrace-x; /bin/busybox unshare -m /bin/true; "
+              f"echo done; "
+              f"read line < {GATE_MOUNT}/namer")
+    manifest = cluster.pod_manifest("namer", entrypoint(script), namespace=TOOLS_NS,
+                                    labels={"app": "tools"}, container_name="namer")
+    os.mkfifo(loop.gate_dir / "namer", 0o600)
+    manifest["spec"]["volumes"] = [
+        {"name": "gate", "hostPath": {"path": str(loop.gate_dir), "type": "Directory"}}]
+    manifest["spec"]["containers"][0]["volumeMounts"] = [{"name": "gate",
+                                                          "mountPath": GATE_MOUNT}]
+    loop.apply(manifest)
+    loop.wait_pod("namer", TOOLS_NS)
+
+    def recorded() -> dict[str, Any] | None:
+        cm = loop.get("configmap", f"{TOOLS_TRACE}-seccomp", TOOLS_NS)
+        text = ((cm or {}).get("data") or {}).get("namer.json")
+        profile = json.loads(text) if text else None
+        names = {n for g in (profile or {}).get("syscalls", []) for n in g["names"]}
+        return profile if {"sethostname", "unshare", "exit_group"} <= names else None
+
+    profile = loop.wait_for("namer's profile with sethostname and unshare", recorded,
+                            show=lambda: loop.status("containertrace", TOOLS_TRACE, TOOLS_NS))
+    names = {n for g in profile["syscalls"] for n in g["names"]}
+    # the runtime's other set-up calls stay out
+    assert not (RUNTIME_ONLY - {"sethostname", "unshare"}) & names, f"{profile}{loop.logs()}"
+    loop.release("namer")
+    loop.wait_pod("namer", TOOLS_NS, phase="Succeeded")
+    assert loop.logs_of("namer", TOOLS_NS).endswith("done\n"), loop.logs()
+    loop.cluster.kubectl("delete", "containertrace", TOOLS_TRACE, "-n", TOOLS_NS, "--wait=true")
 
 
 def test_counts_of_pods_that_exited_stay(loop: Loop) -> None:
