@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common import cgroup2_mount
+
 from harness.churn import ChurnRoot, churn
 from podtrace_agent.cluster.agent import Agent, AgentOptions
 from podtrace_agent.cluster.metrics import AgentMetrics
@@ -49,14 +51,6 @@ def rss_kib() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     return 0
-
-
-def cgroup2_mount() -> Path:
-    for line in Path("/proc/self/mounts").read_text().splitlines():
-        fields = line.split()
-        if fields[2] == "cgroup2":
-            return Path(fields[1])
-    sys.exit("no cgroup2 mount")
 
 
 @dataclass
