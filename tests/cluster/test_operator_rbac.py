@@ -105,7 +105,8 @@ def test_operator_works_under_its_role(
         }], {"ContainerTrace/rb/rb": {
             "since": "2026-01-01T00:00:00Z", "syscalls": [{"name": "read", "count": 1}],
             "syscallsTotal": 1, "syscallSet": encode([number_of("read")]),
-        }})  # fmt: skip
+        }}, [{"podUid": p["metadata"]["uid"], "container": "app", "startSeen": True,
+               "syscallSet": encode([number_of("read")])}])  # fmt: skip
         wait_for("the seccomp ConfigMap", lambda: get(api, "configmap", "rb-seccomp", "rb"))
         wait_for("Events", lambda: ("Warning", "Invalid") in reasons(
             events_about(api, "TracingPolicy", "rb-bad")))  # fmt: skip
