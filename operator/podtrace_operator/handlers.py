@@ -23,6 +23,7 @@ from podtrace_api import GROUP, VERSION
 
 from .kube import load_configuration
 from .runtime import Runtime
+from .spo import CRD_NAME
 
 registry = kopf.OperatorRegistry()
 
@@ -137,3 +138,24 @@ async def nodetracer_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 async def nodetracer_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A NodeTracer was deleted: recreated while its node exists."""
     _on_event("nodetracer", type, body, memo)
+
+
+# -- the Security Profiles Operator's SeccompProfile CRD (spo.py) -----------------------------
+
+
+def _is_spo_crd(name: str | None, **_: Any) -> bool:
+    return name == CRD_NAME
+
+
+@kopf.index("apiextensions.k8s.io", "v1", "customresourcedefinitions", when=_is_spo_crd,
+            registry=registry)  # fmt: skip
+async def spo_crd_index(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """SPO's SeccompProfile CRD was listed, installed or changed."""
+    _runtime(memo).spo_crd_seen(body)
+
+
+@kopf.on.event("apiextensions.k8s.io", "v1", "customresourcedefinitions", when=_is_spo_crd,
+               registry=registry)  # fmt: skip
+async def spo_crd_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """SPO's SeccompProfile CRD was removed."""
+    _on_event("spo_crd", type, body, memo)

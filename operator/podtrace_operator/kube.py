@@ -23,6 +23,8 @@ from kubernetes.client import Configuration
 
 from podtrace_api import GROUP, VERSION
 
+from .spo import SpoApi
+
 logger = logging.getLogger(__name__)
 
 FIELD_MANAGER = "podtrace-operator"
@@ -178,6 +180,27 @@ class Kube:
             "PATCH", path, body, content_type=APPLY_PATCH,
             params={"fieldManager": FIELD_MANAGER, "force": "true"},
         )  # fmt: skip
+
+    # -- SPO SeccompProfiles the operator owns (where SPO's CRD is installed; spo.py) ------
+
+    async def apply_seccompprofile(self, api: SpoApi, body: dict[str, Any]) -> dict[str, Any]:
+        meta = body["metadata"]
+        return await self.request(
+            "PATCH", api.path(meta.get("namespace", ""), quote(meta["name"])), body,
+            content_type=APPLY_PATCH, params={"fieldManager": FIELD_MANAGER, "force": "true"},
+        )  # fmt: skip
+
+    async def list_seccompprofiles(self, api: SpoApi, selector: str) -> list[dict[str, Any]]:
+        """Ours (by label), in every namespace when namespaced."""
+        answer = await self.request("GET", api.path(), params={"labelSelector": selector})
+        return list(answer.get("items") or [])
+
+    async def delete_seccompprofile(self, api: SpoApi, namespace: str, name: str) -> None:
+        try:
+            await self.request("DELETE", api.path(namespace, quote(name)))
+        except ApiError as err:
+            if err.status != 404:
+                raise
 
     # -- Events (events.k8s.io/v1) ----------------------------------------------------------
 

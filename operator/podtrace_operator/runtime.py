@@ -57,6 +57,7 @@ from .profiles import ProfileBook
 from .reports import NodeReport, node_report
 from .seccomp import DEFAULT_ARCH
 from .sources import Parsed, parse_policy, parse_trace
+from .spo import MANAGED_BY_KEY, SpoApi, api_of, orphans, seccomp_profiles
 from .tallies import Ledger, Tally
 from .trace_status import TraceInput, is_active, stored_tally, trace_events, trace_status
 
@@ -216,6 +217,10 @@ class Runtime:
         # each trace's replicas' workload syscalls, kept likewise
         self.profiles = ProfileBook()
         self.written_profiles: dict[str, dict[str, str]] = {}  # trace UID → ConfigMap data
+        # SPO's SeccompProfile CRD, as its watch last showed it (None: not installed)
+        self.spo: SpoApi | None = None
+        self.written_spo: dict[str, dict[str, str]] = {}  # trace UID → profiles written to SPO
+        self.spo_sweep = False  # look for SeccompProfiles of traces gone
         self.stored: dict[str, WireSpec] = {}  # NodeTracer name → spec as the apiserver holds it
         self.replaced_specs: dict[str, WireSpec] = {}
         self.node_uids: dict[str, str] = {}
@@ -374,6 +379,8 @@ class Runtime:
         if not self._record(self.trace_gone, body):
             return
         meta = body.get("metadata") or {}
+        self.written_spo.pop(str(meta.get("uid", "")), None)
+        self.spo_sweep = True  # its SeccompProfiles go (cluster-scoped: no owner to GC them)
         sid = source_id(SourceKind.CONTAINER_TRACE, meta["name"], meta["namespace"])
         self.traces.pop(sid, None)
         self.ledger.forget(sid)
@@ -381,6 +388,25 @@ class Runtime:
         self.deadlines.pop(sid, None)
         self.index.delete_source(sid)
         self._poke()
+
+    def spo_crd_seen(self, body: Mapping[str, Any]) -> None:
+        """SPO's SeccompProfile CRD was listed, installed or changed: write every trace's
+        profiles as SeccompProfiles too (and look for those of traces gone meanwhile)."""
+        api = api_of(body)
+        if api == self.spo:
+            return
+        logger.info("SPO's SeccompProfile CRD: %s", api or "no version podtrace writes")
+        self.spo = api
+        self.written_spo.clear()
+        self.spo_sweep = True
+        self.dirty.sources.update(self.traces)
+        self._poke()
+
+    def spo_crd_gone(self, body: Mapping[str, Any]) -> None:
+        """SPO's CRD was removed (and with it every SeccompProfile)."""
+        logger.info("SPO's SeccompProfile CRD removed")
+        self.spo = None
+        self.written_spo.clear()
 
     def nodetracer_seen(self, body: Mapping[str, Any]) -> None:
         if not self._record(self.nodetracer_seen, body):
@@ -470,6 +496,7 @@ class Runtime:
         for fn, body in journal:
             fn(body)
         self.needs_resync = False
+        self.spo_sweep = True  # traces may have gone while another replica wrote
         self.synced = False
         self.mark_synced()
         logger.info("re-listed before writing (%d events arrived meanwhile)", len(journal))
@@ -538,6 +565,13 @@ class Runtime:
             failed |= await self._each(sorted(sources), self._sync_source, self.dirty.sources)
             if not self.index.dirty:
                 break
+        if self.spo_sweep and self.spo is not None:
+            self.spo_sweep = False  # before the awaits: a trace gone meanwhile sets it again
+            try:
+                await self._sweep_spo(self.spo)
+            except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as err:
+                logger.warning("SeccompProfiles of traces gone not cleaned up yet: %s", err)
+                self.spo_sweep = failed = True
         return failed
 
     def _mark_sources(self, *specs: WireSpec | None) -> None:
@@ -756,6 +790,7 @@ class Runtime:
                 state = current
         if self.traces.get(sid) is state:
             self._place_trace(state)
+        await self._write_spo(state, outcome.profile_files)
 
     def _image_of(self, pod_uid: str, container: str) -> str:
         pod = self.index.pods.get(pod_uid)
@@ -784,6 +819,45 @@ class Runtime:
         })  # fmt: skip
         self.written_profiles[state.uid] = dict(files)
         self.writes += 1
+
+    async def _write_spo(self, state: TraceState, files: Mapping[str, str] | None) -> None:
+        """Where SPO is installed: the ConfigMap's profiles as SeccompProfiles, one per
+        container (server-side apply; written when they change). A refusal that a retry
+        cannot fix (403: RBAC without SPO's rule) is logged, not retried until the
+        profiles change; 404 (the CRD not served yet, or just removed) is retried."""
+        assert self.kube is not None
+        api = self.spo
+        if api is None or not files or self.written_spo.get(state.uid) == files:
+            return
+        bodies = seccomp_profiles(api, files, namespace=state.namespace, trace=state.name,
+                                  trace_uid=state.uid, owner_api_version=API_VERSION,
+                                  managed_by=MANAGED_BY)  # fmt: skip
+        if len(bodies) < len(files):
+            logger.warning("ContainerTrace %s/%s: %d profile(s) span both byte orders "
+                           "(archMap), which SPO's SeccompProfile cannot say; not written "
+                           "to SPO", state.namespace, state.name,
+                           len(files) - len(bodies))  # fmt: skip
+        for body in bodies:
+            try:
+                await self.kube.apply_seccompprofile(api, body)
+            except ApiError as err:
+                if err.status in (404, 429) or err.status >= 500:
+                    raise
+                logger.warning("SeccompProfile %s not written: %s", body["metadata"]["name"], err)
+                continue
+            self.writes += 1
+        self.written_spo[state.uid] = dict(files)
+
+    async def _sweep_spo(self, api: SpoApi) -> None:
+        """Delete our SeccompProfiles whose trace is gone."""
+        assert self.kube is not None
+        selector = f"{MANAGED_BY_KEY}={MANAGED_BY[MANAGED_BY_KEY]}"
+        existing = await self.kube.list_seccompprofiles(api, selector)
+        for namespace, name in orphans(existing, [(t.namespace, t.name)
+                                                  for t in self.traces.values()]):  # fmt: skip
+            await self.kube.delete_seccompprofile(api, namespace, name)
+            self.writes += 1
+            logger.info("SeccompProfile %s deleted: its trace is gone", name)
 
     # -- Events ---------------------------------------------------------------------------------
 
