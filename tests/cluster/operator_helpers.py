@@ -134,6 +134,15 @@ def install_crds(apiserver: LocalAPIServer) -> list[str]:
     return names
 
 
+def operator_role_kubeconfig(api: LocalAPIServer) -> Path:
+    """A kubeconfig with a ServiceAccount token of the operator's identity, under the
+    ClusterRole and Lease Role of manifests/base (applied here)."""
+    for manifest in ("namespace.yaml", "operator-rbac.yaml"):
+        api.kubectl("apply", "-f", str(REPO / "manifests" / "base" / manifest))
+    token = api.make_token("podtrace-system", "podtrace-operator", duration="2h")
+    return api.token_kubeconfig(token, "podtrace-operator")
+
+
 # -- objects -----------------------------------------------------------------------------------
 
 

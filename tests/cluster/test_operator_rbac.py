@@ -19,6 +19,7 @@ from operator_helpers import (
     namespace,
     node,
     nodetracer,
+    operator_role_kubeconfig,
     pod,
     policy,
     reasons,
@@ -69,10 +70,7 @@ def test_the_lease_is_granted_in_the_operators_namespace_only() -> None:
 
 @pytest.fixture(scope="module")
 def operator_kubeconfig(apiserver: LocalAPIServer, crds_installed: list[str]) -> Path:
-    for manifest in ("namespace.yaml", "operator-rbac.yaml"):
-        apiserver.kubectl("apply", "-f", str(BASE / manifest))
-    token = apiserver.make_token("podtrace-system", "podtrace-operator", duration="2h")
-    return apiserver.token_kubeconfig(token, "podtrace-operator")
+    return operator_role_kubeconfig(apiserver)
 
 
 def test_operator_works_under_its_role(
