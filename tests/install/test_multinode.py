@@ -217,7 +217,12 @@ def test_deployment_across_nodes_merged_exactly(
                     "containers": [{
                         "name": "main", "image": inst.workload_image,
                         "imagePullPolicy": "Never",
-                        "command": ["/bin/busybox", "sh", "-c", WORKLOAD],
+                        # The replica on the first node alone also makes kill(2)
+                        # (ash's builtins: no exec, the counts stay doubled).
+                        "command": ["/bin/busybox", "sh", "-c",
+                                    f'[ "$NODE_NAME" = {names[0]} ] && kill -0 1; {WORKLOAD}'],
+                        "env": [{"name": "NODE_NAME",
+                                 "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
                     }],
                 },
             },
@@ -243,6 +248,30 @@ def test_deployment_across_nodes_merged_exactly(
     cm = inst.wait_for("the seccomp ConfigMap",
                        lambda: (inst.maybe("configmap", f"{TRACE}-seccomp", NS) or {}).get("data"))
     assert cm, ctx
+
+    # One profile for the container name, the union of both replicas, with each
+    # syscall's coverage: kill(2) by one replica of two, execve by both.
+    def profile_of_both() -> dict[str, Any] | None:
+        containers = (ct_status(inst).get("seccompProfile") or {}).get("containers") or []
+        main = next((c for c in containers if c["container"] == "main"), None)
+        return main if main and main["replicas"] == 2 else None
+
+    main = inst.wait_for("the profile of both replicas", profile_of_both,
+                         show=lambda: ct_status(inst).get("seccompProfile"))  # fmt: skip
+    ctx = f"{json.dumps(main, indent=1)}{inst.logs()}"
+    coverage = {s["name"]: s["replicas"] for s in main["syscalls"]}
+    assert coverage.get("kill") == 1, ctx
+    assert coverage.get("execve") == 2, ctx
+    assert set(coverage.values()) <= {1, 2}, ctx
+    profile = json.loads(inst.wait_for(
+        "main.json with kill", lambda: (inst.maybe("configmap", f"{TRACE}-seccomp", NS)
+                                        or {}).get("data", {}).get("main.json")))  # fmt: skip
+    allowed = {n for rule in profile["syscalls"] for n in rule["names"]}
+    assert {"kill", "execve"} <= allowed, ctx
+    assert allowed <= set(coverage), ctx
+    print(f"\nprofile of 'main' over 2 replicas on 2 nodes: {len(coverage)} syscalls, "
+          f"{sum(v == 1 for v in coverage.values())} made by one replica only "
+          f"({', '.join(sorted(k for k, v in coverage.items() if v == 1))})")
 
 
 def test_policy_with_a_node_selector_traces_that_node_only(
