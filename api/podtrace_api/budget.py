@@ -37,6 +37,9 @@ MAX_NOT_APPLIED_ROWS = 64
 # Targets of a node whose workload syscalls are listed for seccomp profiles (the rest
 # counted): about 230 bytes each.
 MAX_NODE_PROFILES = 128
+# Traces whose profiles are installed on every node (ContainerTrace install: true), as
+# one node reports them; the operator installs no more than this many.
+MAX_INSTALLED_TRACES = 96
 
 # RFC 3339 with nanoseconds and an offset: 2006-01-02T15:04:05.999999999-07:00.
 DATE_TIME_CHARS = 35

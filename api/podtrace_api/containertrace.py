@@ -32,6 +32,10 @@ from .observe import ObserveSpec
 PodUID = Annotated[str, Field(max_length=36, pattern=r"^[A-Za-z0-9-]*$")]
 # An exec filename as status shows it: plain text (budget.plain), at most this long.
 EXEC_FILENAME_CHARS = 255
+# Nodes listed by name as having a trace's installed profiles (the rest counted), and
+# nodes listed with why they do not have them yet.
+MAX_INSTALLED_NODES = 32
+MAX_INSTALL_PROBLEMS = 8
 # Container names whose profile status lists (the ConfigMap holds every one), and the
 # syscalls one profile can allow (every number the node's bitmaps carry).
 MAX_PROFILE_CONTAINERS = 8
@@ -59,6 +63,14 @@ class SeccompProfileRequest(Model):
         default=None,
         description="ConfigMap (in this namespace) that receives the profile JSON; "
         "defaults to <trace name>-seccomp.",
+    )
+    install: bool = Field(
+        default=False,
+        description="Also install the profiles on every node, in the kubelet's seccomp "
+        "directory, so pods can use them with seccompProfile type Localhost and "
+        "localhostProfile podtrace/<namespace>-<trace>-<container>.json (status lists "
+        "each container's name and the nodes that have it). Removed from the nodes when "
+        "the trace is deleted or this is set to false.",
     )
 
 
@@ -188,11 +200,48 @@ class ContainerProfile(Model):
         description="Of those, replicas whose start was seen. The others were running before "
         "they were traced: their start-up syscalls are missing (see ProfileComplete).",
     )
+    localhost_profile: str | None = Field(
+        default=None,
+        max_length=262,
+        pattern=r"^podtrace/[a-z0-9]([-a-z0-9.]*[a-z0-9])?\.json$",
+        description="With install: what a pod's seccompProfile.localhostProfile says to "
+        "use this profile as the nodes have it (see installed).",
+    )
     syscalls: list[SyscallCoverage] = Field(
         default_factory=list,
         max_length=MAX_PROFILE_SYSCALLS,
         description="The syscalls the profile allows, by name, each with how many of the "
         "traced replicas made it (fewer than replicas: only some did).",
+        json_schema_extra=ATOMIC,
+    )
+
+
+class NodeInstallProblem(Model):
+    """A node that does not have the current profiles, and why."""
+
+    node: Name = Field(description="The node.")
+    message: ShortText = Field(description="Why: not written yet, or its agent's error.")
+
+
+class ProfileInstall(Model):
+    """Where the profiles are installed (spec.seccompProfile.install)."""
+
+    nodes: list[Name] = Field(
+        default_factory=list,
+        max_length=MAX_INSTALLED_NODES,
+        description=f"Nodes whose kubelet seccomp directory holds the current profiles: the "
+        f"first {MAX_INSTALLED_NODES} by name.",
+        json_schema_extra=ATOMIC,
+    )
+    installed_nodes: Counter = Field(
+        default=0, description="Nodes that hold the current profiles."
+    )
+    total_nodes: Counter = Field(default=0, description="Nodes with a podtrace agent.")
+    missing: list[NodeInstallProblem] = Field(
+        default_factory=list,
+        max_length=MAX_INSTALL_PROBLEMS,
+        description=f"Nodes that do not hold them, with why: the first "
+        f"{MAX_INSTALL_PROBLEMS} by name.",
         json_schema_extra=ATOMIC,
     )
 
@@ -217,6 +266,10 @@ class SeccompProfileResult(Model):
         default=0,
         description="Container names left out of containers (their profiles are still in "
         "the ConfigMap).",
+    )
+    installed: ProfileInstall | None = Field(
+        default=None, description="With install: which nodes hold the profiles (condition "
+        "ProfileInstalled says whether all do)."
     )
 
 

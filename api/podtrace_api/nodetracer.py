@@ -36,6 +36,7 @@ from .base import (
     plain_text,
 )
 from .budget import (
+    MAX_INSTALLED_TRACES,
     MAX_NODE_PROFILES,
     MAX_NODE_SOURCES,
     MAX_NODE_TARGETS,
@@ -55,6 +56,10 @@ ShortLabel = plain_text(64)
 MediumText = plain_text(128)
 PathText = plain_text(512)
 LongText = plain_text(MAX_MESSAGE)
+InstallMessage = plain_text(128)
+MAX_INSTALL_FAILURES = 8
+# <trace UID>:<digest> (seccompinstall.digest) of one trace's installed profiles
+InstalledVersion = Annotated[str, Field(max_length=53, pattern=r"^[A-Za-z0-9-]{1,36}:[0-9a-f]{16}$")]
 
 SOURCE_ID_PATTERN = r"^(TracingPolicy/[a-z0-9.-]+|ContainerTrace/[a-z0-9-]+/[a-z0-9.-]+)$"
 SourceID = Annotated[str, Field(max_length=320, pattern=SOURCE_ID_PATTERN)]
@@ -371,6 +376,39 @@ class TargetProfile(Model):
     )
 
 
+class InstallFailure(Model):
+    """A trace whose profiles this node's agent could not write, and why."""
+
+    uid: PodUID = Field(min_length=1, description="The trace's UID.")
+    message: InstallMessage = Field(description="What failed.")
+
+
+class SeccompInstallStatus(Model):
+    """Profiles this node's agent installed in the kubelet's seccomp directory for pods to
+    use as Localhost profiles (ContainerTrace spec.seccompProfile.install)."""
+
+    directory: InstallMessage = Field(
+        default="",
+        description="The kubelet's seccomp directory as the agent sees it (empty: the agent "
+        "runs without --seccomp-dir and installs nothing).",
+    )
+    message: InstallMessage = Field(default="", description="Why nothing is installed, if so.")
+    installed: list[InstalledVersion] = Field(
+        default_factory=list,
+        max_length=MAX_INSTALLED_TRACES,
+        description="Per trace whose profiles are written: <trace UID>:<digest of the "
+        "version written>.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    failed: list[InstallFailure] = Field(
+        default_factory=list,
+        max_length=MAX_INSTALL_FAILURES,
+        description=f"Traces whose profiles are not (all) written, with why: the first "
+        f"{MAX_INSTALL_FAILURES} by UID.",
+        json_schema_extra=ATOMIC,
+    )
+
+
 class NodeTracerStatus(Model):
     """The node agent's report, written by that node's agent; the operator only sets
     condition Ready to Unknown when the agent stops sending heartbeats."""
@@ -439,6 +477,9 @@ class NodeTracerStatus(Model):
     )
     profiles_omitted: Counter = Field(
         default=0, description="Targets of profile sources left out of profiles."
+    )
+    seccomp_profiles: SeccompInstallStatus | None = Field(
+        default=None, description="Seccomp profiles installed on this node for pods to use."
     )
 
 

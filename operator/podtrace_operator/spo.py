@@ -24,11 +24,12 @@ tenants' names can never meet (`a-b`/`c` and `a`/`b-c` would, with dashes).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from podtrace_api.names import trim
 
 GROUP = "security-profiles-operator.x-k8s.io"
 PLURAL = "seccompprofiles"
@@ -42,7 +43,6 @@ CONTAINER = "podtrace.io/container"
 
 NAME_MAX = 253  # a DNS subdomain (object names)
 LABEL_MAX = 63  # a label value
-HASH_LEN = 10
 
 
 @dataclass(frozen=True)
@@ -76,22 +76,6 @@ def api_of(crd: Mapping[str, Any]) -> SpoApi | None:
     if VERSION not in served:
         return None
     return SpoApi(namespaced=spec.get("scope") == "Namespaced")
-
-
-def trim(text: str, limit: int) -> str:
-    """`text` when it fits in `limit`, else a prefix and a hash of the whole of it (still a
-    valid DNS name or label value: the prefix is cut back to end alphanumeric).
-
-    >>> trim("abc", 63)
-    'abc'
-    >>> t = trim("a" * 60 + ".-" + "b" * 10, 63); len(t), t[:50] == "a" * 50
-    (63, True)
-    """
-    if len(text) <= limit:
-        return text
-    digest = hashlib.sha256(text.encode()).hexdigest()[:HASH_LEN]
-    prefix = text[: limit - HASH_LEN - 1].rstrip(".-")
-    return f"{prefix}-{digest}"
 
 
 def object_name(namespace: str, trace: str, container: str, *, namespaced: bool) -> str:

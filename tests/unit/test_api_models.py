@@ -69,7 +69,7 @@ def test_models_serialise_camel_case() -> None:
         {"spec": {"selector": {"matchLabels": {"app": "x"}}, "seccompProfile": {}}}
     )
     wire = ct.to_wire()
-    assert wire["spec"]["seccompProfile"] == {"defaultAction": "SCMP_ACT_ERRNO"}
+    assert wire["spec"]["seccompProfile"] == {"defaultAction": "SCMP_ACT_ERRNO", "install": False}
     assert "match_labels" not in str(wire)
 
 
