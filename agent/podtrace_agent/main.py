@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from podtrace_api.base import parse_duration
+from podtrace_api.seccompinstall import INSTALL_NAMESPACE
 
 from .cluster.writer import HEARTBEAT_S
 
@@ -140,6 +141,8 @@ def _run(args: argparse.Namespace) -> int:
         stall_timeout=args.stall_timeout,
         pin_instance=(args.instance or args.node_name) if args.pin else None,
         namespace=args.namespace,
+        seccomp_dir=args.seccomp_dir,
+        install_namespace=args.namespace or INSTALL_NAMESPACE,
     ))
 
 
@@ -203,7 +206,14 @@ def parser() -> argparse.ArgumentParser:
     _node_flags(run)
     run.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE"),
                      help="the agent's namespace ($POD_NAMESPACE): when it is terminating at "
-                          "SIGTERM, podtrace is being uninstalled and the BPF pins go")
+                          "SIGTERM, podtrace is being uninstalled and the BPF pins go; the "
+                          "seccomp profiles to install are published there (default "
+                          f"{INSTALL_NAMESPACE})")
+    run.add_argument("--seccomp-dir", metavar="DIR",
+                     help="the kubelet's seccomp directory (<kubelet root-dir>/seccomp, "
+                          "/var/lib/kubelet/seccomp by default) as the agent sees it: "
+                          "profiles of ContainerTraces with seccompProfile.install go to "
+                          "DIR/podtrace/ (default: install none)")
     run.set_defaults(handler=_run)
 
     unpin = commands.add_parser(

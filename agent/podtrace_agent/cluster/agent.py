@@ -22,11 +22,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import partial
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 from podtrace_api.base import Condition, ConditionStatus
 from podtrace_api.conditions import get_condition
-from podtrace_api.nodetracer import NodeTracerSpec
+from podtrace_api.nodetracer import NodeTracerSpec, SeccompInstallStatus
+from podtrace_api.seccompinstall import INSTALL_NAMESPACE
 
 from ..backend import Backend, Event, ExecEvent, ExitEvent, OpenEvent
 from ..bpf.pins import PIN_ROOT, instance_name
@@ -58,6 +60,7 @@ from .kube import REQUEST_TIMEOUT_S, Kube, load_config
 from .metrics import AgentMetrics
 from .plan import CgroupRef, TraceRequest, pod_view
 from .rules import Match
+from .seccompdir import SeccompDir, not_installing, wanted
 from .sender import Sender
 from .serving import serve
 from .state import KnownCgroup, NodeState, Observation
@@ -66,6 +69,7 @@ from .writer import HEARTBEAT_S, StatusWriter
 
 log = logging.getLogger(__name__)
 COUNTS_EVERY_S = 1.0  # counts read, plan checked, events and status offered
+INSTALL_RETRY_S = 10.0  # a profile file that could not be written is tried again
 CAPTURES_KEPT = 8  # statuses built and maybe not written yet (a write takes the latest)
 
 
@@ -90,6 +94,8 @@ class AgentOptions:
     # bcc: pin maps and links under /sys/fs/bpf/podtrace/<this> (None: no pins)
     pin_instance: str | None = None
     namespace: str | None = None  # the agent's own: terminating means uninstall
+    seccomp_dir: str | None = None  # the kubelet's seccomp dir: install profiles there
+    install_namespace: str = INSTALL_NAMESPACE  # where the operator publishes them
 
 
 def _marked_silent_since(stored: list[Condition], ours: list[Condition]) -> bool:
@@ -139,6 +145,13 @@ class Agent:
         # its sub-cgroups can follow; absent: not decided yet.
         self._holds: dict[int, TraceRequest | None] = {}
         self._last_second = float("-inf")
+        # Seccomp profiles to install: the install ConfigMaps by name, as last listed.
+        self.seccomp = (SeccompDir(Path(self.options.seccomp_dir))
+                        if self.options.seccomp_dir else None)  # fmt: skip
+        self._install_maps: dict[str, dict[str, Any]] = {}
+        self._install_due: float | None = None  # when to sync the directory next
+        self.installs: SeccompInstallStatus = not_installing(
+            "the agent runs without --seccomp-dir: it installs no profile")
 
     # -- inputs --------------------------------------------------------------------
     def inbox_handlers(self, what: str) -> Any:
@@ -170,7 +183,9 @@ class Agent:
             except queue.Empty:
                 return
             self._dirty = True
-            if what == "nodetracer":
+            if what == "seccomp":
+                self._take_install_map(kind, obj)
+            elif what == "nodetracer":
                 items = obj["items"] if kind == "SYNC" else [obj]
                 self._resume(items if kind != "DELETED" else [])
                 if kind == "DELETED":
@@ -190,6 +205,31 @@ class Agent:
                 self._forget_pod(view.uid)
             else:
                 self.state.set_pod(pod_view(obj))
+
+    def _take_install_map(self, kind: str, obj: dict[str, Any]) -> None:
+        if kind == "SYNC":
+            self._install_maps = {i["metadata"]["name"]: i for i in obj["items"]}
+        elif kind == "DELETED":
+            self._install_maps.pop(obj["metadata"]["name"], None)
+        else:
+            self._install_maps[obj["metadata"]["name"]] = obj
+        self._install_due = 0.0
+
+    def _install(self, now: float) -> None:
+        """Make the seccomp directory hold the install ConfigMaps' profiles (when they
+        changed, and again a while after a failure)."""
+        if self.seccomp is None or self._install_due is None or now < self._install_due:
+            return
+        installs = self.seccomp.sync(wanted(self._install_maps.values()))
+        if installs.failed:
+            for failure in installs.failed:
+                log.warning("seccomp profiles of trace %s not installed: %s", failure.uid,
+                            failure.message)
+        self._install_due = now + INSTALL_RETRY_S if installs.failed or installs.message \
+            else None
+        if installs != self.installs:
+            self.installs = installs
+            self._dirty = True
 
     def _forget_pod(self, uid: str) -> None:
         """Everything the event series of a pod that is gone kept."""
@@ -254,6 +294,7 @@ class Agent:
 
     def tick(self, now: float) -> None:
         self._drain_inbox()
+        self._install(now)
         second = now - self._last_second >= COUNTS_EVERY_S
         if self._dirty or second:  # each second too: ends the grace of unclaimed cgroups
             self._dirty = False
@@ -444,6 +485,7 @@ class Agent:
         status = node_status(
             report=self.report, health=health, stats=stats, state=self.state,
             previous=self.conditions, now=now, agent_version=_agent_version(),
+            installs=self.installs,
         )
         self.conditions = list(status.conditions)
         capture = getattr(self.backend, "capture", None)
@@ -520,6 +562,9 @@ def run_agent(options: AgentOptions) -> int:
     try:
         kube.watch_node_tracer(*agent.inbox_handlers("nodetracer"))
         kube.watch_pods(*agent.inbox_handlers("pods"))
+        if agent.seccomp is not None:
+            kube.watch_install_config_maps(options.install_namespace,
+                                           *agent.inbox_handlers("seccomp"))
         core.adopt(core.scan())
         core.run(stop)
         agent.finish()
@@ -533,6 +578,9 @@ def run_agent(options: AgentOptions) -> int:
             unpin = getattr(backend, "unpin", None)
             if unpin is not None:
                 unpin()
+            if agent.seccomp is not None:
+                log.info("removing the seccomp profiles installed in %s", agent.seccomp.subdir)
+                agent.seccomp.remove_all()
         backend.close()
         enricher.close()
         for signum, handler in previous.items():

@@ -1,5 +1,6 @@
-"""The agent's edge to the Kubernetes API: watch its own NodeTracer and the Pods
-of its node (field selectors, so it never sees the rest of the cluster), patch
+"""The agent's edge to the Kubernetes API: watch its own NodeTracer, the Pods
+of its node (field selectors, so it never sees the rest of the cluster) and the
+seccomp profiles to install (labelled ConfigMaps of podtrace's namespace), patch
 its NodeTracer status, and write Events on Pods.
 
 Watches run in daemon threads and hand plain dicts to callbacks; they restart
@@ -23,6 +24,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from podtrace_api import GROUP, VERSION
+from podtrace_api.seccompinstall import INSTALL_LABEL
 
 log = logging.getLogger(__name__)
 REPORTING_CONTROLLER = "podtrace.io/agent"
@@ -141,6 +143,19 @@ class Kube:
         return self._start(
             "pods", self.core.list_pod_for_all_namespaces, on_event, on_sync,
             field_selector=f"spec.nodeName={self.node}",
+        )
+
+    def watch_install_config_maps(
+        self,
+        namespace: str,
+        on_event: Callable[[str, dict[str, Any]], None],
+        on_sync: Callable[[list[dict[str, Any]]], None],
+    ) -> threading.Thread:
+        """Watch the seccomp profiles to install (ConfigMaps of podtrace's namespace
+        labelled by the operator; seccompdir.py)."""
+        return self._start(
+            "seccomp profiles", self.core.list_namespaced_config_map, on_event, on_sync,
+            namespace=namespace, label_selector=INSTALL_LABEL,
         )
 
     def _start(self, what: str, lister: Callable[..., Any], *args: Any, **kwargs: Any

@@ -25,6 +25,7 @@ from podtrace_api.nodetracer import (
     NodeTracerStatus,
     NotApplied,
     RuntimeStatus,
+    SeccompInstallStatus,
     SourceApplyStatus,
     TargetProfile,
 )
@@ -158,6 +159,7 @@ def node_status(
     previous: Sequence[Condition],
     now: datetime,
     agent_version: str,
+    installs: SeccompInstallStatus | None = None,
 ) -> NodeTracerStatus:
     """The whole status the agent reports for its node."""
     targets = []
@@ -207,6 +209,7 @@ def node_status(
         not_applied_omitted=omitted,
         profiles=profiles,
         profiles_omitted=profiles_omitted,
+        seccomp_profiles=installs,
     )
 
 
