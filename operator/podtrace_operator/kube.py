@@ -181,6 +181,19 @@ class Kube:
             params={"fieldManager": FIELD_MANAGER, "force": "true"},
         )  # fmt: skip
 
+    async def list_configmaps(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        answer = await self.request("GET", f"/api/v1/namespaces/{quote(namespace)}/configmaps",
+                                    params={"labelSelector": selector})  # fmt: skip
+        return list(answer.get("items") or [])
+
+    async def delete_configmap(self, namespace: str, name: str) -> None:
+        try:
+            await self.request(
+                "DELETE", f"/api/v1/namespaces/{quote(namespace)}/configmaps/{quote(name)}")
+        except ApiError as err:
+            if err.status != 404:
+                raise
+
     # -- SPO SeccompProfiles the operator owns (where SPO's CRD is installed; spo.py) ------
 
     async def apply_seccompprofile(self, api: SpoApi, body: dict[str, Any]) -> dict[str, Any]:

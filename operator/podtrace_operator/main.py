@@ -22,6 +22,7 @@ from datetime import timedelta
 import kopf
 
 from podtrace_api.base import parse_duration
+from podtrace_api.seccompinstall import INSTALL_NAMESPACE
 
 from . import handlers
 from .kube import FIELD_MANAGER, Kube, load_configuration
@@ -41,7 +42,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--kubeconfig", help="kubeconfig file; default: in-cluster "
                         "ServiceAccount, else $KUBECONFIG or ~/.kube/config")  # fmt: skip
     parser.add_argument("--namespace", default=_own_namespace(),
-                        help="the namespace the operator runs in (holds its Lease); "
+                        help="the namespace the operator runs in (holds its Lease and the seccomp "
+                        "profiles it publishes for the nodes to install); "
                         "default: $POD_NAMESPACE or the ServiceAccount's")  # fmt: skip
     election = parser.add_mutually_exclusive_group()
     election.add_argument("--lease", default=DEFAULT_LEASE, metavar="NAME",
@@ -87,7 +89,7 @@ def _own_namespace() -> str:
         return os.environ["POD_NAMESPACE"]
     with contextlib.suppress(OSError), open(path) as f:
         return f.read().strip()
-    return "podtrace-system"
+    return INSTALL_NAMESPACE
 
 
 def identity(namespace: str) -> str:
@@ -153,6 +155,7 @@ async def run(args: argparse.Namespace) -> int:
             heartbeat_timeout=args.heartbeat_timeout,
             top_syscalls=max(1, min(args.top_syscalls, 64)),
             instance=me,
+            namespace=args.namespace,
         ),
         kube,
         gate,

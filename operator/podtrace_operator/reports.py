@@ -20,6 +20,7 @@ from podtrace_api.nodetracer import (
     NodeTargetStatus,
     NodeTracerStatus,
     NotApplied,
+    SeccompInstallStatus,
     SourceApplyStatus,
     SourceResult,
     TargetProfile,
@@ -42,6 +43,7 @@ class NodeReport:
     not_applied: Mapping[tuple[str, str, str], NotApplied] = field(default_factory=dict)
     profiles: tuple[TargetProfile, ...] = ()  # targets' workload syscalls (profiles.py)
     profiles_omitted: int = 0
+    installs: SeccompInstallStatus | None = None  # profiles the agent installed (installs.py)
     heartbeat: datetime | None = None  # the agent's lastHeartbeatTime (heartbeats.py)
     conditions: tuple[Condition, ...] = ()  # as stored (the operator may set Ready Unknown)
     version: str = ""  # resourceVersion: a write of Ready Unknown is conditional on it
@@ -96,6 +98,7 @@ def node_report(body: Mapping[str, Any]) -> NodeReport:
         not_applied={(n.pod_uid, n.container, n.source): n for n in status.not_applied},
         profiles=tuple(status.profiles),
         profiles_omitted=status.profiles_omitted,
+        installs=status.seccomp_profiles,
         heartbeat=status.last_heartbeat_time,
         conditions=tuple(status.conditions),
         version=str(meta.get("resourceVersion") or ""),

@@ -33,6 +33,14 @@ from podtrace_api import API_VERSION
 from podtrace_api.containertrace import ContainerTraceSpec, ContainerTraceStatus
 from podtrace_api.nodeconfig import source_id
 from podtrace_api.nodetracer import SourceKind
+from podtrace_api.seccompinstall import (
+    DIGEST_ANNOTATION,
+    INSTALL_LABEL,
+    INSTALL_NAMESPACE,
+    TRACE_ANNOTATION,
+    TRACE_UID_ANNOTATION,
+    config_map_name,
+)
 from podtrace_api.syscalls import name_of as name_of_syscall
 from podtrace_api.tracingpolicy import TracingPolicyStatus
 
@@ -48,6 +56,7 @@ from .events import (
     series_patch,
 )
 from .heartbeats import Seen, Silence, observe, ready_unknown, silence, stale_at
+from .installs import Claims, Holder, InstallPlan, install_files, with_install
 from .inventory import labels_of, name_of, pod_record
 from .kube import CR, ApiError, Kube
 from .leadership import Gate, Standalone
@@ -81,11 +90,18 @@ class Settings:
     retry_delay: float = 2.0  # seconds before retrying failed writes
     concurrency: int = 8  # parallel writes
     instance: str = "podtrace-operator"  # Events' reportingInstance
+    namespace: str = INSTALL_NAMESPACE  # its own: where installed profiles are published
 
 
 def utcnow() -> datetime:
     # Whole seconds: the apiserver stores metav1.Time so, and equal is then equal.
     return datetime.now(UTC).replace(microsecond=0)
+
+
+def _installs(state: TraceState) -> bool:
+    """Whether the trace asks for its profiles on the nodes."""
+    request = state.spec.seccomp_profile if state.spec else None
+    return request is not None and request.install
 
 
 def _read_status(model: type[M], body: Mapping[str, Any]) -> M | None:
@@ -221,6 +237,11 @@ class Runtime:
         self.spo: SpoApi | None = None
         self.written_spo: dict[str, dict[str, str]] = {}  # trace UID → profiles written to SPO
         self.spo_sweep = False  # look for SeccompProfiles of traces gone
+        # Profiles installed on the nodes (installs.py): who holds which file name, and
+        # what each trace's install ConfigMap holds (trace UID → data), as last written.
+        self.claims = Claims()
+        self.installed: dict[str, dict[str, str]] = {}
+        self.install_listed = False  # the install ConfigMaps were listed (claims seeded)
         self.stored: dict[str, WireSpec] = {}  # NodeTracer name → spec as the apiserver holds it
         self.replaced_specs: dict[str, WireSpec] = {}
         self.node_uids: dict[str, str] = {}
@@ -381,6 +402,8 @@ class Runtime:
         meta = body.get("metadata") or {}
         self.written_spo.pop(str(meta.get("uid", "")), None)
         self.spo_sweep = True  # its SeccompProfiles go (cluster-scoped: no owner to GC them)
+        if str(meta.get("uid", "")) in self.installed:
+            self.install_listed = False  # its installed profiles go (another namespace: no GC)
         sid = source_id(SourceKind.CONTAINER_TRACE, meta["name"], meta["namespace"])
         self.traces.pop(sid, None)
         self.ledger.forget(sid)
@@ -455,6 +478,9 @@ class Runtime:
             if r is not None:
                 self.dirty.sources.update(r.spec_sources)
                 self.dirty.sources.update(r.sources)
+        if (old.installs if old else None) != (report.installs if report else None) or (
+                (old is None) != (report is None)):  # nodes with installs changed
+            self.dirty.sources.update(sid for sid, t in self.traces.items() if _installs(t))
 
     # -- re-listing after a pause ---------------------------------------------------------------
 
@@ -496,6 +522,7 @@ class Runtime:
         for fn, body in journal:
             fn(body)
         self.needs_resync = False
+        self.install_listed = False
         self.spo_sweep = True  # traces may have gone while another replica wrote
         self.synced = False
         self.mark_synced()
@@ -559,6 +586,12 @@ class Runtime:
                 if report is not None:
                     self.dirty.sources.update(report.spec_sources, report.sources)
         failed = False
+        if not self.install_listed:
+            try:
+                await self._list_installs()
+            except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as err:
+                logger.warning("installed seccomp profiles not listed yet: %s", err)
+                return True
         for _ in range(8):  # trace phase changes feed back into the index; bounded
             for node, spec in self.index.flush().items():
                 self.dirty.nodes.add(node)
@@ -774,7 +807,11 @@ class Runtime:
             self.deadlines[sid] = outcome.deadline
         else:
             self.deadlines.pop(sid, None)
-        new = outcome.status
+        plan = self._install_plan(state, outcome.profile_files)
+        refused = await self._write_install(state, plan)
+        new = with_install(outcome.status, plan=plan, uid=state.uid, namespace=state.namespace,
+                           trace=state.name, reports=self.reports, now=self.clock(),
+                           generation=state.generation, publish_error=refused)  # fmt: skip
         old_wire = state.status.to_wire() if state.status else {}
         if old_wire != new.to_wire():
             await self._write_profile(state, new, outcome.profile_files)
@@ -795,6 +832,95 @@ class Runtime:
         if self.traces.get(sid) is state:
             self._place_trace(state)
         await self._write_spo(state, outcome.profile_files)
+
+    def _install_plan(self, state: TraceState, files: Mapping[str, str] | None
+                      ) -> InstallPlan | None:  # fmt: skip
+        """What the trace installs now (None: it asks for no install). A trace past its
+        end keeps what it installed last."""
+        if not _installs(state):
+            self.claims.release(state.uid)
+            return None
+        if files is None:  # a final phase: the profiles as last published, or recorded
+            files = self.written_profiles.get(state.uid, {})
+            wanted = self.installed.get(state.uid) or install_files(state.namespace,
+                                                                    state.name, files)
+        else:
+            wanted = install_files(state.namespace, state.name, files)
+        held, why = self.claims.claim(Holder(state.uid, f"{state.namespace}/{state.name}"),
+                                      wanted)  # fmt: skip
+        return InstallPlan(wanted, frozenset(held), why)
+
+    async def _write_install(self, state: TraceState, plan: InstallPlan | None) -> str:
+        """The trace's install ConfigMap in the operator's namespace, written when what it
+        holds changes, deleted when the trace asks for no install or holds no name.
+        Returns why it could not be written ("" when it is): a refusal a retry cannot fix
+        (its namespace missing, RBAC) goes to the trace's status, not into a retry loop;
+        it is tried again at the trace's next change."""
+        assert self.kube is not None
+        data = plan.published if plan is not None else {}
+        if self.installed.get(state.uid) == data or (not data and state.uid not in self.installed):
+            return ""
+        name = config_map_name(state.namespace, state.name)
+        if not data:
+            await self.kube.delete_configmap(self.settings.namespace, name)
+            self.installed.pop(state.uid, None)
+            self.writes += 1
+            logger.info("ContainerTrace %s/%s: installed profiles removed", state.namespace,
+                        state.name)  # fmt: skip
+            return ""
+        try:
+            await self._apply_install(state, name, data, plan.version if plan else "")
+        except ApiError as err:
+            if err.status == 429 or err.status >= 500:
+                raise
+            why = f"ConfigMap {self.settings.namespace}/{name} not written: {err}"
+            logger.warning("ContainerTrace %s/%s: %s", state.namespace, state.name, why)
+            return why
+        self.installed[state.uid] = dict(data)
+        self.writes += 1
+        logger.info("ContainerTrace %s/%s: %d profile(s) published for the nodes to install",
+                    state.namespace, state.name, len(data))  # fmt: skip
+        return ""
+
+    async def _apply_install(self, state: TraceState, name: str, data: Mapping[str, str],
+                             version: str) -> None:  # fmt: skip
+        assert self.kube is not None
+        await self.kube.apply_configmap({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {
+                "name": name, "namespace": self.settings.namespace,
+                "labels": {**MANAGED_BY, INSTALL_LABEL: "true"},
+                "annotations": {TRACE_ANNOTATION: f"{state.namespace}/{state.name}",
+                                TRACE_UID_ANNOTATION: state.uid, DIGEST_ANNOTATION: version},
+            },
+            "data": dict(data),
+        })  # fmt: skip
+
+    async def _list_installs(self) -> None:
+        """Once after start, a re-list or a trace gone: seed the claims and what is
+        published from the install ConfigMaps, and delete those of traces gone (or that
+        ask no install any more). Before any install is written, so a name held before
+        a restart stays held."""
+        assert self.kube is not None
+        wanting = {t.uid: t for t in self.traces.values() if _installs(t)}
+        existing = await self.kube.list_configmaps(self.settings.namespace, INSTALL_LABEL)
+        self.claims = Claims(limit=self.claims.limit)
+        self.installed = {}
+        for cm in sorted(existing, key=lambda c: c["metadata"].get("creationTimestamp", "")):
+            meta = cm["metadata"]
+            uid = (meta.get("annotations") or {}).get(TRACE_UID_ANNOTATION, "")
+            trace = wanting.get(uid)
+            if trace is None:
+                await self.kube.delete_configmap(self.settings.namespace, meta["name"])
+                self.writes += 1
+                logger.info("installed profiles %s removed: their trace is gone or asks no "
+                            "install", meta["name"])  # fmt: skip
+                continue
+            data = dict(cm.get("data") or {})
+            self.claims.claim(Holder(uid, f"{trace.namespace}/{trace.name}"), data)
+            self.installed[uid] = data
+        self.install_listed = True
+        self.dirty.sources.update(sid for sid, t in self.traces.items() if _installs(t))
 
     def _image_of(self, pod_uid: str, container: str) -> str:
         pod = self.index.pods.get(pod_uid)

@@ -46,6 +46,7 @@ from podtrace_api.nodetracer import TARGET_REASONS
 from .applied import applied_condition, applied_events
 from .events import EventSpec, EventType, validity_events
 from .heartbeats import Silence, reporting_condition, reporting_events
+from .installs import INSTALL_FAILED, NAME_TAKEN, PROFILE_INSTALLED, TOO_MANY
 from .profiles import ContainerSyscalls
 from .reports import NodeReport
 from .seccomp import profile_files, profile_key
@@ -400,6 +401,13 @@ def trace_events(old: ContainerTraceStatus | None, new: ContainerTraceStatus) ->
     if is_ is not None and is_.status == ConditionStatus.FALSE and (
             was is None or was.status != ConditionStatus.FALSE):
         events.append(EventSpec(EventType.WARNING, EVENTS_LOST, is_.message, "Trace"))
+    was, is_ = (get_condition(old_conditions, PROFILE_INSTALLED),
+                get_condition(new.conditions, PROFILE_INSTALLED))
+    if is_ is not None and (was is None or (was.status, was.reason) != (is_.status, is_.reason)):
+        if is_.status == ConditionStatus.TRUE:
+            events.append(EventSpec(EventType.NORMAL, "ProfileInstalled", is_.message, "Install"))
+        elif is_.reason in (INSTALL_FAILED, NAME_TAKEN, TOO_MANY):
+            events.append(EventSpec(EventType.WARNING, is_.reason, is_.message, "Install"))
     old_phase = old.phase if old else TracePhase.PENDING
     if new.phase != old_phase and is_valid is not None and is_valid.status == ConditionStatus.TRUE:
         if new.phase == TracePhase.TRACING:
