@@ -90,7 +90,8 @@ def up_local() -> tuple[Kubectl, dict[str, str]]:
     say("starting podtrace-operator and podtrace-agent (host processes)")
     procs = Podtrace(Path(env["KUBECONFIG"]), node=env["PODTRACE_NODE_NAME"],
                      cri_endpoint=env["PODTRACE_CRI_ENDPOINT"], workdir=WORK,
-                     status_interval="2s", metrics_port=9465)
+                     status_interval="2s", metrics_port=9465,
+                     seccomp_dir=Path(env["PODTRACE_SECCOMP_DIR"]))
     procs.start(detached=True)
     procs.wait_agent_ready(env["PODTRACE_KUBECTL"])
     print(f"    logs: {procs.operator_log}, {procs.agent_log}; "
@@ -113,7 +114,7 @@ def up_installed(nodes: int) -> tuple[Kubectl, dict[str, str]]:
     for node in record["nodes"]:
         import_archive(image.tar, Path(node["containerd_dir"]) / "containerd.sock")
     overlay = write_overlay(WORK / "overlay", node_ip(), urlsplit(record["server"]).port or 443,
-                            STATE / "cri")
+                            STATE / "cri", STATE / "seccomp")
     say(f"installing podtrace: kubectl apply -k {overlay} (manifests/ + the local overlay)")
     print(kubectl("apply", "-k", str(overlay)), end="")
     wait_for(f"podtrace-agent DaemonSet ready on {nodes} nodes", lambda: kubectl.json(

@@ -245,7 +245,8 @@ def loop(local_cluster: LocalCluster, tmp_path_factory: pytest.TempPathFactory) 
     gate_dir = tmp_path_factory.mktemp("gate")
     with Podtrace(cluster.kubeconfig, node=cluster.node_name,
                   cri_endpoint=cluster.runtime_endpoint,
-                  workdir=tmp_path_factory.mktemp("podtrace"), kubepods=kubepods) as pt:
+                  workdir=tmp_path_factory.mktemp("podtrace"), kubepods=kubepods,
+                  seccomp_dir=cluster.seccomp_dir) as pt:
         yield Loop(cluster, pt, gate_dir)
 
 
@@ -324,7 +325,7 @@ def test_kubectl_pod_is_traced_exactly_with_one_shell_event(loop: Loop) -> None:
     loop.apply({
         "apiVersion": API, "kind": "ContainerTrace",
         "metadata": {"name": TRACE, "namespace": NS},
-        "spec": {"selector": {"matchLabels": WEB}, "seccompProfile": {}},
+        "spec": {"selector": {"matchLabels": WEB}, "seccompProfile": {"install": True}},
     })  # fmt: skip
     loop.wait_valid("tracingpolicy", POLICY)
     loop.wait_valid("containertrace", TRACE, NS)
@@ -548,11 +549,29 @@ def test_generated_seccomp_profile_runs_the_workload_and_denies_the_rest(loop: L
     assert _load_with_libseccomp(profile) == len(names) == len(set(names)), ctx
     assert status["seccompProfile"]["syscalls"] == len(names), ctx
 
-    (cluster.seccomp_dir / "podtrace").mkdir(parents=True, exist_ok=True)
-    (cluster.seccomp_dir / "podtrace" / f"{TRACE}.json").write_text(json.dumps(profile))
+    # install: true put that profile on the node, where the kubelet looks for it, with a
+    # name carrying the trace's namespace; status says the name and that the node has it.
+    own = f"podtrace/{NS}-{TRACE}-main.json"
+
+    def installed() -> dict[str, Any] | None:
+        status = loop.status("containertrace", TRACE, NS)
+        done = condition(status, "ProfileInstalled")
+        return status if done and done["status"] == "True" else None
+
+    status = loop.wait_for("the profile installed on the node", installed,
+                           show=lambda: loop.status("containertrace", TRACE, NS))
+    ctx = f"{json.dumps(status, indent=1)}{loop.logs()}"
+    (main,) = status["seccompProfile"]["containers"]
+    assert main["localhostProfile"] == own, ctx
+    assert status["seccompProfile"]["installed"] == {
+        "nodes": [cluster.node_name], "installedNodes": 1, "totalNodes": 1, "missing": []}, ctx
+    on_node = json.loads((cluster.seccomp_dir / own).read_text())
+    text = loop.get("configmap", f"{TRACE}-seccomp", NS)["data"]["main.json"]
+    assert on_node == json.loads(text), ctx
+    assert own in condition(status, "ProfileInstalled")["message"], ctx
+    assert [e for e in loop.events(NS) if e.get("reason") == "ProfileInstalled"], ctx
     cluster.ensure_namespace(REPLAY_NS)
     mkdir = "/bin/mkdir /tmp/made && echo made"
-    own = f"podtrace/{TRACE}.json"
     runs = {
         # runc installs the filter before it sets user, groups and capabilities...
         "replay": (workload(None), confined(own, escalation=True)),
@@ -568,6 +587,7 @@ def test_generated_seccomp_profile_runs_the_workload_and_denies_the_rest(loop: L
         loop.wait_pod(name, REPLAY_NS, phase="Succeeded")
         assert loop.logs_of(name, REPLAY_NS) == WORKLOAD_LOG, loop.logs()
     loop.wait_pod("unconfined", REPLAY_NS, phase="Succeeded")
+    # What ran was the profile as recorded then; the nodes get its new versions as well.
     assert loop.logs_of("unconfined", REPLAY_NS) == "made\n", loop.logs()
     denied = loop.wait_pod("denied", REPLAY_NS, phase="Failed")
     (state,) = denied["status"]["containerStatuses"]
@@ -587,7 +607,8 @@ def test_a_workload_that_calls_a_set_up_syscall_keeps_it(loop: Loop) -> None:
     loop.apply({
         "apiVersion": API, "kind": "ContainerTrace",
         "metadata": {"name": TOOLS_TRACE, "namespace": TOOLS_NS},
-        "spec": {"selector": {"matchLabels": {"app": "tools"}}, "seccompProfile": {}},
+        "spec": {"selector": {"matchLabels": {"app": "tools"}},
+                 "seccompProfile": {"install": True}},
     })  # fmt: skip
     loop.wait_valid("containertrace", TOOLS_TRACE, TOOLS_NS)
     # It waits on its gate until its profile is read: a pod gone before its node's agent
@@ -622,7 +643,20 @@ def test_a_workload_that_calls_a_set_up_syscall_keeps_it(loop: Loop) -> None:
     # Its stderr (the refused calls' messages) and stdout are copied to the log by two
     # readers: "done" need not be the last line.
     assert "done" in loop.logs_of("namer", TOOLS_NS).splitlines(), loop.logs()
+
+    # Its profile is installed on the node beside the other trace's; deleting the trace
+    # removes it (and its install ConfigMap), and leaves the other one.
+    installed = cluster.seccomp_dir / "podtrace" / f"{TOOLS_NS}-{TOOLS_TRACE}-namer.json"
+    other = cluster.seccomp_dir / "podtrace" / f"{NS}-{TRACE}-main.json"
+    loop.wait_for(f"{installed.name} on the node", installed.exists,
+                  show=lambda: loop.status("containertrace", TOOLS_TRACE, TOOLS_NS))
+    publish = f"seccomp.{TOOLS_NS}.{TOOLS_TRACE}"
+    assert loop.get("configmap", publish, "podtrace-system") is not None, loop.logs()
     loop.cluster.kubectl("delete", "containertrace", TOOLS_TRACE, "-n", TOOLS_NS, "--wait=true")
+    loop.wait_for(f"{installed.name} removed", lambda: not installed.exists(),
+                  show=lambda: sorted(p.name for p in installed.parent.iterdir()))
+    assert loop.get("configmap", publish, "podtrace-system") is None, loop.logs()
+    assert other.exists(), loop.logs()
 
 
 def test_counts_of_pods_that_exited_stay(loop: Loop) -> None:

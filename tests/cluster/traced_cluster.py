@@ -104,7 +104,8 @@ def traced_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traced]
         with Podtrace(cluster.kubeconfig, node=cluster.node_name,
                       cri_endpoint=cluster.runtime_endpoint, metrics_port=port,
                       workdir=tmp_path_factory.mktemp("podtrace"),
-                      kubepods=cluster.kubepods) as pt:  # not another kubepods on the host
+                      kubepods=cluster.kubepods,  # not another kubepods on the host
+                      seccomp_dir=cluster.seccomp_dir) as pt:
             traced = Traced(Loop(cluster, pt, tmp_path_factory.mktemp("gate")), log, port)
             pt.wait_agent_ready(cluster.apiserver.binaries.kubectl)
             yield traced

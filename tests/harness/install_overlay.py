@@ -8,6 +8,9 @@ the overlay itself:
 - Its nodes' containerd sockets are not /run/containerd/containerd.sock: the agent
   gets the directory of every node's socket mounted and names its own node's with
   --runtime-endpoint, as a user on nodes with a non-default socket would.
+- Its kubelets' root dirs are not /var/lib/kubelet: each node's seccomp directory is
+  <state>/seccomp/<node name> (harness.localcluster links it there), mounted in its place
+  and named with --seccomp-dir, as a user with another --root-dir would set the hostPath.
 
 Everything else (image, RBAC, ServiceAccounts, mounts, privileges) is manifests/ as a
 user applies it. A test that waits for an agent to be found silent asks for short
@@ -33,8 +36,11 @@ _WHY = """\
 # - it runs no kube-proxy, so the `kubernetes` Service's ClusterIP leads nowhere: pods
 #   get the apiserver's address (the node's IP, named in its certificate) instead;
 # - its nodes' containerd sockets are not /run/containerd/containerd.sock: the agent
-#   gets them mounted and its own node's passed with --runtime-endpoint.
+#   gets them mounted and its own node's passed with --runtime-endpoint;
+# - its kubelets' seccomp directories are not /var/lib/kubelet/seccomp: the agent gets
+#   them mounted in its place and its own node's passed with --seccomp-dir.
 """
+AGENT_SECCOMP_DIR = "/host/var/lib/kubelet/seccomp"  # the DaemonSet's mount of it
 
 
 @dataclass(frozen=True)
@@ -65,12 +71,20 @@ def _env_ops(container: int, host: str, port: int) -> list[dict[str, Any]]:
     return [{"op": "add", "path": path, "value": {"name": k, "value": v}} for k, v in env.items()]
 
 
+def _volume_index(name: str) -> int:
+    """Where the DaemonSet of manifests/ lists volume `name` (a JSON patch needs it)."""
+    daemonset = yaml.safe_load((MANIFESTS / "agent" / "daemonset.yaml").read_text())
+    volumes = daemonset["spec"]["template"]["spec"]["volumes"]
+    return next(i for i, v in enumerate(volumes) if v["name"] == name)
+
+
 def overlay(
     directory: Path, apiserver_host: str, apiserver_port: int, cri_sockets: Path,
-    heartbeats: Heartbeats | None = None,
+    seccomp_dirs: Path, heartbeats: Heartbeats | None = None,
 ) -> dict[str, Any]:
     """The overlay's kustomization for `directory` (which must be where it is written);
-    `cri_sockets` holds <node name>/containerd.sock for every node."""
+    `cri_sockets` holds <node name>/containerd.sock and `seccomp_dirs` <node name>/ (its
+    kubelet's seccomp directory) for every node."""
     agent_ops = [
         *_env_ops(0, apiserver_host, apiserver_port),
         {
@@ -88,6 +102,16 @@ def overlay(
             "op": "add",
             "path": "/spec/template/spec/containers/0/volumeMounts/-",
             "value": {"name": "cri", "mountPath": AGENT_CRI_DIR, "readOnly": True},
+        },
+        {
+            "op": "replace",
+            "path": f"/spec/template/spec/volumes/{_volume_index('seccomp')}/hostPath/path",
+            "value": str(seccomp_dirs),
+        },
+        {
+            "op": "add",
+            "path": "/spec/template/spec/containers/0/command/-",
+            "value": f"--seccomp-dir={AGENT_SECCOMP_DIR}/$(NODE_NAME)",
         },
     ]
     operator_ops = _env_ops(0, apiserver_host, apiserver_port)
@@ -113,10 +137,11 @@ def overlay(
 
 def write_overlay(
     directory: Path, apiserver_host: str, apiserver_port: int, cri_sockets: Path,
-    heartbeats: Heartbeats | None = None,
+    seccomp_dirs: Path, heartbeats: Heartbeats | None = None,
 ) -> Path:
     """Write the overlay into `directory`; returns it, for `kubectl apply -k`."""
     directory.mkdir(parents=True, exist_ok=True)
-    body = overlay(directory, apiserver_host, apiserver_port, cri_sockets, heartbeats)
+    body = overlay(directory, apiserver_host, apiserver_port, cri_sockets, seccomp_dirs,
+                   heartbeats)
     (directory / "kustomization.yaml").write_text(_WHY + yaml.safe_dump(body, sort_keys=False))
     return directory

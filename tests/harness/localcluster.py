@@ -462,6 +462,12 @@ class ClusterNode:
         """The node's kubepods cgroup (relative to each hierarchy's root), e.g. /kubepods."""
         return "/" + "/".join(p for p in (self.cgroup_root.strip("/"), "kubepods") if p)
 
+    @property
+    def seccomp_dir(self) -> Path:
+        """The node kubelet's seccomp directory (<root dir>/seccomp), where `localhostProfile`
+        names are looked up."""
+        return self.kubelet_dir / "root" / "seccomp"
+
     def record(self) -> dict[str, Any]:
         return {"node_name": self.name, "cgroup_root": self.cgroup_root,
                 "containerd_dir": str(self.containerd_dir), "kubelet_dir": str(self.kubelet_dir),
@@ -703,6 +709,7 @@ class LocalCluster:
         self._step(f"{node.name}: containerd + image", t)
         make_cgroup_root(node.cgroup_root)
         mount_bpffs()
+        self._link_seccomp_dir(node)
         node.kubelet = Kubelet(
             binaries.kubelet,
             directory=node.kubelet_dir,
@@ -718,6 +725,23 @@ class LocalCluster:
         self._say(f"starting containerd and kubelet of node {node.name} "
                   f"({where} {node.cgroup_root})")  # fmt: skip
         node.kubelet.start()
+
+    @property
+    def seccomp_dirs(self) -> Path:
+        """<dir>/<node name> is each node's kubelet seccomp directory (its <root dir>/seccomp
+        links there), so one DaemonSet mounts every node's with --seccomp-dir=...$(NODE_NAME):
+        on a real cluster each node has its own /var/lib/kubelet/seccomp."""
+        return self.state_dir / "seccomp"
+
+    def _link_seccomp_dir(self, node: ClusterNode) -> None:
+        target = self.seccomp_dirs / node.name
+        target.mkdir(parents=True, exist_ok=True)
+        node.seccomp_dir.parent.mkdir(parents=True, exist_ok=True)
+        if node.seccomp_dir.is_symlink():
+            return
+        if node.seccomp_dir.exists():  # a state dir of an older harness: start it over
+            shutil.rmtree(node.seccomp_dir)
+        node.seccomp_dir.symlink_to(target)
 
     @property
     def cri_socket_dir(self) -> Path:
@@ -917,7 +941,7 @@ class LocalCluster:
     @property
     def seccomp_dir(self) -> Path:
         """Where `localhost/<name>` seccomp profiles are looked up: <kubelet root>/seccomp."""
-        return self.state_dir / "kubelet" / "root" / "seccomp"
+        return self.nodes[0].seccomp_dir
 
     @property
     def image(self) -> str:

@@ -34,8 +34,11 @@ def kubectl_argv(kubectl: Path | str, kubeconfig: Path) -> list[str]:
 
 
 def install_crds(kubectl: Path | str, kubeconfig: Path, timeout: float = 60.0) -> None:
-    """Apply crds/ server-side and wait until the kinds are served and explained."""
+    """Apply crds/ server-side and wait until the kinds are served and explained; and
+    podtrace's namespace, where the operator publishes the seccomp profiles to install."""
     base = kubectl_argv(kubectl, kubeconfig)
+    subprocess.run([*base, "apply", "-f", str(REPO / "manifests" / "base" / "namespace.yaml")],
+                   check=True, capture_output=True, text=True)
     subprocess.run([*base, "apply", "--server-side", "--force-conflicts",
                     "--field-manager=podtrace-install", "-k", str(REPO / "crds")],
                    check=True, capture_output=True, text=True)
@@ -64,6 +67,7 @@ class Podtrace:
         status_interval: str = "1s",
         backend: str = "auto",
         kubepods: str | None = None,
+        seccomp_dir: Path | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.node = node
@@ -73,6 +77,7 @@ class Podtrace:
         self.status_interval = status_interval
         self.backend = backend
         self.kubepods = kubepods
+        self.seccomp_dir = seccomp_dir  # the kubelet's: installed profiles go there
         self.operator_log = workdir / "operator.log"
         self.agent_log = workdir / "agent.log"
         self.agent_events = workdir / "agent-events.jsonl"
@@ -89,6 +94,8 @@ class Podtrace:
                 f"--status-interval={self.status_interval}", f"--backend={self.backend}"]
         if self.kubepods:
             argv.append(f"--kubepods={self.kubepods}")
+        if self.seccomp_dir:
+            argv.append(f"--seccomp-dir={self.seccomp_dir}")
         return argv
 
     def start(self, *, detached: bool = False) -> None:

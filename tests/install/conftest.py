@@ -51,7 +51,7 @@ def installed_on(
         import_archive(image.tar, node.containerd.socket)
     imported = time.monotonic() - began
     overlay = write_overlay(overlay_dir, node_ip(), cluster.apiserver.port, cluster.cri_socket_dir,
-                            heartbeats)
+                            cluster.seccomp_dirs, heartbeats)
     installation = Installation(
         kubectl_argv=[
             str(cluster.apiserver.binaries.kubectl),
