@@ -171,6 +171,16 @@ def run_demo(kubectl: Kubectl, node: str | None) -> None:
     configmap = kubectl.json("get", "configmap", "web-record-seccomp", "-n", "demo")
     for key, text in configmap.get("data", {}).items():
         print(f"--- {key}\n{text}")
+
+    def installed() -> dict | None:
+        status = kubectl.json("get", "ct", "web-record", "-n", "demo").get("status") or {}
+        done = [c for c in status.get("conditions") or []
+                if c["type"] == "ProfileInstalled" and c["status"] == "True"]
+        return done[0] if done else None
+
+    say("the profile installed on the nodes (seccompProfile.install: true)")
+    wait_for("condition ProfileInstalled", installed)
+    print(f"    {(installed() or {}).get('message')}")
     say("done: explore with the kubeconfig above; `make demo-down` tears it all down")
 
 

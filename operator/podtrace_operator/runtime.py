@@ -242,6 +242,7 @@ class Runtime:
         self.claims = Claims()
         self.installed: dict[str, dict[str, str]] = {}
         self.install_listed = False  # the install ConfigMaps were listed (claims seeded)
+        self.install_error = ""  # why they could not be: no install is written then
         self.stored: dict[str, WireSpec] = {}  # NodeTracer name → spec as the apiserver holds it
         self.replaced_specs: dict[str, WireSpec] = {}
         self.node_uids: dict[str, str] = {}
@@ -590,8 +591,13 @@ class Runtime:
             try:
                 await self._list_installs()
             except (ApiError, aiohttp.ClientError, OSError, TimeoutError) as err:
-                logger.warning("installed seccomp profiles not listed yet: %s", err)
-                return True
+                # The rest goes on; installs wait for the list (or, refused, say why).
+                self.install_error = f"podtrace's published profiles cannot be listed: {err}"
+                logger.warning("%s", self.install_error)
+                transient = not isinstance(err, ApiError) or err.status == 429 or \
+                    err.status >= 500
+                failed = transient
+                self.install_listed = not transient
         for _ in range(8):  # trace phase changes feed back into the index; bounded
             for node, spec in self.index.flush().items():
                 self.dirty.nodes.add(node)
@@ -861,25 +867,30 @@ class Runtime:
         if self.installed.get(state.uid) == data or (not data and state.uid not in self.installed):
             return ""
         name = config_map_name(state.namespace, state.name)
-        if not data:
-            await self.kube.delete_configmap(self.settings.namespace, name)
-            self.installed.pop(state.uid, None)
-            self.writes += 1
-            logger.info("ContainerTrace %s/%s: installed profiles removed", state.namespace,
-                        state.name)  # fmt: skip
-            return ""
+        if not self.install_listed or self.install_error:
+            why = self.install_error or "waiting to list podtrace's published profiles"
+            self.install_listed = False  # try the list again at the next pass
+            return why
         try:
-            await self._apply_install(state, name, data, plan.version if plan else "")
+            if data:
+                await self._apply_install(state, name, data, plan.version if plan else "")
+            else:
+                await self.kube.delete_configmap(self.settings.namespace, name)
         except ApiError as err:
             if err.status == 429 or err.status >= 500:
                 raise
             why = f"ConfigMap {self.settings.namespace}/{name} not written: {err}"
             logger.warning("ContainerTrace %s/%s: %s", state.namespace, state.name, why)
             return why
-        self.installed[state.uid] = dict(data)
         self.writes += 1
-        logger.info("ContainerTrace %s/%s: %d profile(s) published for the nodes to install",
-                    state.namespace, state.name, len(data))  # fmt: skip
+        if data:
+            self.installed[state.uid] = dict(data)
+            logger.info("ContainerTrace %s/%s: %d profile(s) published for the nodes to "
+                        "install", state.namespace, state.name, len(data))  # fmt: skip
+        else:
+            self.installed.pop(state.uid, None)
+            logger.info("ContainerTrace %s/%s: installed profiles removed", state.namespace,
+                        state.name)  # fmt: skip
         return ""
 
     async def _apply_install(self, state: TraceState, name: str, data: Mapping[str, str],
@@ -919,7 +930,7 @@ class Runtime:
             data = dict(cm.get("data") or {})
             self.claims.claim(Holder(uid, f"{trace.namespace}/{trace.name}"), data)
             self.installed[uid] = data
-        self.install_listed = True
+        self.install_listed, self.install_error = True, ""
         self.dirty.sources.update(sid for sid, t in self.traces.items() if _installs(t))
 
     def _image_of(self, pod_uid: str, container: str) -> str:

@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from harness.install_checks import RUNTIME_REEXECS
 from harness.localcluster import LocalCluster
 from harness.podtrace_procs import Podtrace, install_crds
 from harness.procs import tail
@@ -259,7 +260,7 @@ def exec_counts(records: list[dict[str, Any]]) -> dict[str, int]:
 
 def workload_execs(records: list[dict[str, Any]]) -> dict[str, int]:
     """Exec counts without the runtime's own re-exec of /proc/self/exe."""
-    return {f: c for f, c in exec_counts(records).items() if not f.startswith("/proc/self/")}
+    return {f: c for f, c in exec_counts(records).items() if not f.startswith(RUNTIME_REEXECS)}
 
 
 def condition(obj_status: dict[str, Any], kind: str) -> dict[str, Any]:
@@ -438,7 +439,8 @@ def test_pod_started_later_is_traced_from_its_first_exec(loop: Loop) -> None:
     assert policy_result["ruleMatches"] == [{"rule": "shell-exec", "count": SHELLS}], ctx
 
     # The agent's stream saw the entrypoint first, then the first command.
-    lines = [ln for ln in loop.exec_lines("web-2") if not ln["filename"].startswith("/proc/self/")]
+    lines = [ln for ln in loop.exec_lines("web-2")
+             if not ln["filename"].startswith(RUNTIME_REEXECS)]
     assert [ln["filename"] for ln in lines[:2]] == ["/bin/busybox", "/bin/echo"], ctx
     assert all(ln["container_id"] == container_id(pod) for ln in lines), ctx
 
@@ -652,6 +654,18 @@ def test_a_workload_that_calls_a_set_up_syscall_keeps_it(loop: Loop) -> None:
                   show=lambda: loop.status("containertrace", TOOLS_TRACE, TOOLS_NS))
     publish = f"seccomp.{TOOLS_NS}.{TOOLS_TRACE}"
     assert loop.get("configmap", publish, "podtrace-system") is not None, loop.logs()
+    # install: false takes it off the node, true puts it back.
+    for install, present in ((False, False), (True, True)):
+        patch = json.dumps({"spec": {"seccompProfile": {"install": install}}})
+        loop.cluster.kubectl("patch", "containertrace", TOOLS_TRACE, "-n", TOOLS_NS,
+                             "--type=merge", "-p", patch)  # fmt: skip
+        loop.wait_for(f"{installed.name} {'back' if present else 'removed'} (install: "
+                      f"{install})", lambda p=present: installed.exists() == p,
+                      show=lambda: loop.status("containertrace", TOOLS_TRACE, TOOLS_NS))
+        assert (loop.get("configmap", publish, "podtrace-system") is not None) == present
+    status = loop.status("containertrace", TOOLS_TRACE, TOOLS_NS)
+    assert status["seccompProfile"]["containers"][0]["localhostProfile"] == \
+        f"podtrace/{installed.name}", json.dumps(status, indent=1)
     loop.cluster.kubectl("delete", "containertrace", TOOLS_TRACE, "-n", TOOLS_NS, "--wait=true")
     loop.wait_for(f"{installed.name} removed", lambda: not installed.exists(),
                   show=lambda: sorted(p.name for p in installed.parent.iterdir()))

@@ -68,6 +68,7 @@ class Installation:
     node_name: str
     workload_image: str  # a busybox image the node has (imagePullPolicy: Never)
     kustomization: Path  # what was applied with -k, and is deleted with -k
+    seccomp_dirs: Sequence[Path] = ()  # each node's kubelet seccomp directory
     programs_before: set[int] = field(default_factory=bpf_program_ids)
     # Other processes on this kernel (another test tier, a crashed run) may hold their
     # own: only what appeared after the install counts as the installation's.
@@ -141,10 +142,15 @@ def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions") or [] if c["type"] == kind), {})
 
 
+# runc re-executing itself inside the container's cgroup: /proc/self/exe, or its memfd
+# clone by execveat(fd, "", AT_EMPTY_PATH), which the kernel names /dev/fd/<fd>.
+RUNTIME_REEXECS = ("/proc/self/", "/dev/fd/")
+
+
 def workload_execs(records: list[dict[str, Any]]) -> dict[str, int]:
-    """Exec counts without the runtime's own re-exec of /proc/self/exe."""
+    """Exec counts without the runtime's own re-execs (RUNTIME_REEXECS)."""
     return {r["filename"]: r["count"] for r in records
-            if not r["filename"].startswith("/proc/self/")}  # fmt: skip
+            if not r["filename"].startswith(RUNTIME_REEXECS)}  # fmt: skip
 
 
 def host_uid_of(container_id: str) -> int:
@@ -282,7 +288,7 @@ def check_workload_traced_exactly(installed: Installation) -> None:
     trace = {
         "apiVersion": API, "kind": "ContainerTrace",
         "metadata": {"name": TRACE, "namespace": NS},
-        "spec": {"selector": {"matchLabels": WEB}, "seccompProfile": {}},
+        "spec": {"selector": {"matchLabels": WEB}, "seccompProfile": {"install": True}},
     }  # fmt: skip
     inst.run("apply", "-f", "-", input=json.dumps(trace))
     for kind, name, ns in (("tracingpolicy", POLICY, None), ("containertrace", TRACE, NS)):
@@ -325,6 +331,9 @@ def check_workload_traced_exactly(installed: Installation) -> None:
     assert status["syscalls"]["total"] > 0, ctx
     assert inst.kubectl("logs", "-n", NS, "web-1") == "worked\n", ctx
 
+    # The agent pod installed the profile in the node's kubelet seccomp directory.
+    check_profile_installed(inst, NS, TRACE, [inst.node_name], inst.seccomp_dirs)
+
     def policy_counted() -> dict[str, Any] | None:
         st = (inst.maybe("tracingpolicy", POLICY) or {}).get("status") or {}
         return st if st.get("eventsTotal") == SHELLS else None
@@ -357,6 +366,36 @@ def check_workload_traced_exactly(installed: Installation) -> None:
     assert seccomp["defaultAction"] == "SCMP_ACT_ERRNO" and "execve" in names, seccomp
 
 
+def check_profile_installed(inst: Installation, namespace: str, trace: str, nodes: list[str],
+                            seccomp_dirs: Sequence[Path]) -> dict[str, Any]:  # fmt: skip
+    """Wait until the trace says every node holds its container main's current profile;
+    check that each node's file is the ConfigMap's profile. Returns the trace's status."""
+    def installed() -> dict[str, Any] | None:
+        status = (inst.maybe("containertrace", trace, namespace) or {}).get("status") or {}
+        done = condition(status, "ProfileInstalled").get("status") == "True"
+        return status if done else None
+
+    status = inst.wait_for(f"{trace}'s profile installed on {nodes}", installed,
+                           show=lambda: (inst.maybe("containertrace", trace, namespace) or {})
+                           .get("status", {}).get("seccompProfile"))  # fmt: skip
+    ctx = f"{json.dumps(status, indent=1)}{inst.logs()}"
+    profile = status["seccompProfile"]
+    assert profile["installed"]["nodes"] == nodes, ctx
+    assert profile["installed"]["installedNodes"] == profile["installed"]["totalNodes"], ctx
+    (main,) = (c for c in profile["containers"] if c["container"] == "main")
+    assert main["localhostProfile"] == f"podtrace/{namespace}-{trace}-main.json", ctx
+    assert seccomp_dirs, "the installation names no node's seccomp directory"
+    files = [Path(d) / main["localhostProfile"] for d in seccomp_dirs]
+
+    def same_as_recorded() -> bool:  # the profile may grow meanwhile: then both follow
+        data = inst.json("get", "configmap", profile["configMap"], "-n", namespace)["data"]
+        return all(f.exists() and f.read_text() == data["main.json"] for f in files)
+
+    inst.wait_for("every node's file the ConfigMap's main.json", same_as_recorded,
+                  show=lambda: [f.read_text()[:200] for f in files if f.exists()])  # fmt: skip
+    return status
+
+
 def check_uninstall_leaves_nothing(installed: Installation) -> None:
     inst = installed
     pod_uids = [p["metadata"]["uid"] for p in inst.pods("app.kubernetes.io/part-of=podtrace")]
@@ -387,3 +426,6 @@ def check_uninstall_leaves_nothing(installed: Installation) -> None:
     instances = sorted(tracefs_instances() - inst.instances_before)
     assert not instances, f"ftrace instances left: {instances}"
     assert not BPF_PINS.exists(), f"{BPF_PINS} left: {list(BPF_PINS.iterdir())}"
+    for directory in inst.seccomp_dirs:  # the agents removed the profiles they installed
+        left = Path(directory) / "podtrace"
+        assert not left.exists(), f"{left} left: {list(left.iterdir())}"

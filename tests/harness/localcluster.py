@@ -1138,9 +1138,14 @@ def sweep(state_dir: Path, progress: Progress = _stderr_progress) -> dict[str, A
             # Restarting our containerd finds the containers whose shims outlived it and
             # removes them through CRI, as a clean stop would have.
             progress(f"removing leftover pods of {node['node_name']} through CRI")
-            Containerd(
-                sandbox_image=record.get("image", DEFAULT_NAME), workdir=containerd_dir
-            ).close()
+            try:
+                Containerd(
+                    sandbox_image=record.get("image", DEFAULT_NAME), workdir=containerd_dir,
+                    # the pods' networks are torn down by the plugins that set them up
+                    cni_bin_dir=CNI_PLUGINS if record.get("in_cluster") else None,
+                ).close()
+            except Exception as err:  # the shims and cgroups are swept below all the same
+                progress(f"pods of {node['node_name']} not removed through CRI: {err}")
     shims = _processes_mentioning(needles)
     if shims:
         progress(f"stopping {len(shims)} leftover shim processes")

@@ -60,6 +60,7 @@ def installed_on(
         node_name=cluster.node_name,
         workload_image=cluster.image,
         kustomization=overlay,
+        seccomp_dirs=[node.seccomp_dir for node in cluster.nodes],
     )
     installation.timings["containerd image import"] = imported
     installation.install()

@@ -35,8 +35,10 @@ from harness.install_checks import (
     API,
     EXECS,
     NAMESPACE,
+    RUNTIME_REEXECS,
     WORKLOAD,
     Installation,
+    check_profile_installed,
     condition,
     container_id,
 )
@@ -55,7 +57,7 @@ def ct_status(inst: Installation) -> dict[str, Any]:
 
 def merged_execs(status: dict[str, Any]) -> dict[str, int]:
     return {r["filename"]: r["count"] for r in status.get("execs") or []
-            if not r["filename"].startswith("/proc/self/")}  # fmt: skip
+            if not r["filename"].startswith(RUNTIME_REEXECS)}  # fmt: skip
 
 
 def doubled(counts: dict[str, int]) -> dict[str, int]:
@@ -195,7 +197,8 @@ def test_deployment_across_nodes_merged_exactly(
                   lambda: inst.maybe("serviceaccount", "default", NS))  # fmt: skip
     trace = {"apiVersion": API, "kind": "ContainerTrace",
              "metadata": {"name": TRACE, "namespace": NS},
-             "spec": {"selector": {"matchLabels": WEB}, "seccompProfile": {}}}  # fmt: skip
+             "spec": {"selector": {"matchLabels": WEB},
+                      "seccompProfile": {"install": True}}}  # fmt: skip
     inst.run("apply", "-f", "-", input=json.dumps(trace))
     inst.wait_for("the trace Valid", lambda: condition(ct_status(inst), "Valid")
                   .get("status") == "True")  # fmt: skip
@@ -272,6 +275,24 @@ def test_deployment_across_nodes_merged_exactly(
     print(f"\nprofile of 'main' over 2 replicas on 2 nodes: {len(coverage)} syscalls, "
           f"{sum(v == 1 for v in coverage.values())} made by one replica only "
           f"({', '.join(sorted(k for k, v in coverage.items() if v == 1))})")
+
+    # Each node's agent pod installed it; a pod on the second node runs the replicas'
+    # command under it, through that node's kubelet and runtime (no copy by hand).
+    status = check_profile_installed(inst, NS, TRACE, names,
+                                     [n.seccomp_dir for n in two_nodes.nodes])
+    (main,) = (c for c in status["seccompProfile"]["containers"] if c["container"] == "main")
+    confined = deployment["spec"]["template"]["spec"]["containers"][0] | {
+        "securityContext": {"seccompProfile": {"type": "Localhost",
+                                               "localhostProfile": main["localhostProfile"]}}}
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "confined", "namespace": NS, "labels": {"app": "confined"}},
+           "spec": {"nodeName": names[1], "terminationGracePeriodSeconds": 1,
+                    "containers": [confined]}}  # fmt: skip
+    inst.run("apply", "-f", "-", input=json.dumps(pod))
+    inst.wait_for("the confined pod's work done", lambda: inst.kubectl(
+        "logs", "-n", NS, "confined", check=False) == "worked\n",
+        show=lambda: inst.maybe("pod", "confined", NS))  # fmt: skip
+    inst.run("delete", "pod", "confined", "-n", NS, "--wait=false")
 
 
 def test_policy_with_a_node_selector_traces_that_node_only(
