@@ -10,8 +10,9 @@ from __future__ import annotations
 import errno
 import os
 import re
-import time
 from pathlib import Path
+
+from podtrace_agent.fsretry import rmdir_retrying
 
 TRACEFS_CANDIDATES = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 
@@ -84,17 +85,7 @@ class Instance:
             pass
         # A reader that just closed trace_pipe_raw can keep the instance busy for a moment:
         # retry briefly rather than leave the instance behind.
-        for _ in range(40):
-            try:
-                self.path.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError as err:
-                if err.errno != errno.EBUSY:
-                    raise
-                time.sleep(0.05)
-        self.path.rmdir()
+        rmdir_retrying(self.path, timeout=2.0, interval=0.05, busy={errno.EBUSY})
 
     def set(self, relative: str, value: str, append: bool = False) -> None:
         write(self.path / relative, value, append=append)
