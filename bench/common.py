@@ -19,6 +19,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from podtrace_agent.fsretry import rmdir_retrying
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -55,16 +57,7 @@ def kill_and_remove(directory: Path) -> None:
     with contextlib.suppress(OSError):
         if (directory / "cgroup.procs").read_text().strip():
             (directory / "cgroup.kill").write_text("1")
-    deadline = time.monotonic() + 10
-    while directory.exists():
-        try:
-            directory.rmdir()
-        except FileNotFoundError:
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
+    rmdir_retrying(directory, timeout=10, interval=0.02)
 
 
 @dataclass

@@ -20,6 +20,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from podtrace_agent.fsretry import rmdir_retrying
+
 RMDIR_WAIT_S = 10.0
 SUBGROUP = "container"  # crun's sub-cgroup name
 
@@ -69,17 +71,7 @@ class ChurnResult:
 
 def rmdir(directory: Path) -> None:
     """rmdir, retried while the kernel finishes offlining a child or a process leaves."""
-    deadline = time.monotonic() + RMDIR_WAIT_S
-    while True:
-        try:
-            directory.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.005)
+    rmdir_retrying(directory, timeout=RMDIR_WAIT_S, interval=0.005)
 
 
 def run_in(cgroup: Path, program: str = "/bin/true") -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from harness.prereq import missing
 from podtrace_agent.backend import Backend, BackendOptions, Event, KubepodsRoot
+from podtrace_agent.fsretry import rmdir_retrying
 from podtrace_api.nodeconfig import Probe
 
 HELPER_C = Path(__file__).with_name("helper.c")
@@ -38,17 +39,7 @@ def kill_and_remove(directory: Path) -> None:
     kill = directory / "cgroup.kill"
     if kill.exists() and (directory / "cgroup.procs").read_text().strip():
         kill.write_text("1")
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        try:
-            directory.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
+    rmdir_retrying(directory, timeout=WAIT_S, interval=0.02)
 
 
 @dataclass
