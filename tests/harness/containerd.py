@@ -42,6 +42,7 @@ from harness.procs import stop_process, tail
 from podtrace_agent.cri import api_pb2
 from podtrace_agent.cri.client import CRIClient
 from podtrace_agent.cri.errors import CRIError, NotFound, Unimplemented
+from podtrace_agent.fsretry import rmdir_retrying
 
 CRI_NAMESPACE = "k8s.io"
 QOS_PARENT = "/kubepods/besteffort"
@@ -306,15 +307,8 @@ def remove_pod_cgroups(uid: str, qos_parent: str = QOS_PARENT) -> None:
         if not pod_dir.is_dir():
             continue
         for d in _walk_deepest_first(pod_dir):
-            for _ in range(50):
-                try:
-                    d.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    _kill_members(d)
-                    time.sleep(0.1)
+            with contextlib.suppress(OSError):  # best effort, as the kubelet's own cleanup
+                rmdir_retrying(d, timeout=5.0, interval=0.1, between=_kill_members)
 
 
 def _kill_members(cgroup_dir: Path) -> None:

@@ -79,6 +79,7 @@ from harness.kubelet import (
 )
 from harness.nodens import NodeNamespace
 from harness.oci_image import BUSYBOX, DEFAULT_NAME, build_busybox_image, import_image
+from podtrace_agent.fsretry import rmdir_retrying
 
 DEMO_STATE_DIR = Path("/var/lib/podtrace-demo")
 DEFAULT_NODE_NAME = "podtrace-node"
@@ -270,19 +271,6 @@ def _walk_deepest_first(top: Path) -> Iterator[Path]:
         yield Path(dirpath)
 
 
-def _rmdir_retrying(d: Path, attempts: int = 50) -> bool:
-    for _ in range(attempts):
-        try:
-            d.rmdir()
-            return True
-        except FileNotFoundError:
-            return True
-        except OSError:
-            _kill_cgroup_members(d)
-            time.sleep(0.1)
-    return False
-
-
 def pod_cgroup_dirs(uid: str, cgroup_root: str = "/") -> list[Path]:
     """The pod's cgroup directories in every hierarchy and QoS class that exist now."""
     found = []
@@ -299,7 +287,8 @@ def remove_pod_cgroups(uids: Sequence[str], cgroup_root: str = "/") -> list[Path
     found = [d for uid in uids for d in pod_cgroup_dirs(uid, cgroup_root)]
     for pod_dir in found:
         for d in _walk_deepest_first(pod_dir):
-            _rmdir_retrying(d)
+            with contextlib.suppress(OSError):  # best effort: left for the next sweep
+                rmdir_retrying(d, timeout=5.0, interval=0.1, between=_kill_cgroup_members)
     return found
 
 

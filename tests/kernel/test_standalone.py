@@ -32,6 +32,7 @@ import pytest
 
 from harness.prereq import missing, need_root
 from podtrace_agent.discovery import discover
+from podtrace_agent.fsretry import rmdir_retrying
 
 GETPPIDS = 20_000
 START_TIMEOUT_S = 180.0  # BCC's clang compile on a busy 2-core machine
@@ -89,27 +90,14 @@ class OwnCgroups:
         left = []
         for path in reversed(self.made):
             ours = any(token in path.name.replace("_", "-") for token in unique)
-            # a child's rmdir offlines it asynchronously: its parent is EBUSY for a moment
-            error = _rmdir(path, attempts=50 if ours else 20)
-            if error is not None and ours:
-                left.append(f"{path}: {error}")
+            # a child's rmdir offlines it asynchronously: its parent is EBUSY for a moment,
+            # and a just-exited process may still be leaving the cgroup
+            try:
+                rmdir_retrying(path, timeout=5.0 if ours else 2.0, interval=0.1)
+            except OSError as error:
+                if ours:
+                    left.append(f"{path}: {error}")
         assert not left, f"cgroups left behind: {left}"
-
-
-def _rmdir(path: Path, attempts: int) -> OSError | None:
-    """rmdir, retried while a just-exited process may still be leaving the cgroup."""
-    error: OSError | None = None
-    for attempt in range(attempts):
-        try:
-            path.rmdir()
-            return None
-        except FileNotFoundError:
-            return None
-        except OSError as err:
-            error = err
-            if attempt + 1 < attempts:
-                time.sleep(0.1)
-    return error
 
 
 @pytest.fixture
