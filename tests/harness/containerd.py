@@ -307,7 +307,7 @@ def remove_pod_cgroups(uid: str, qos_parent: str = QOS_PARENT) -> None:
         if not pod_dir.is_dir():
             continue
         for d in _walk_deepest_first(pod_dir):
-            with contextlib.suppress(OSError):  # best effort, as the kubelet's own cleanup
+            with contextlib.suppress(OSError):  # best effort: one straggler must not stop teardown
                 rmdir_retrying(d, timeout=5.0, interval=0.1, between=_kill_members)
 
 
