@@ -41,6 +41,12 @@ MAX_NODE_PROFILES = 128
 # one node reports them; the operator installs no more than this many.
 MAX_INSTALLED_TRACES = 96
 
+# What a NodeTracer's spec may take as JSON: with the status budget and 128 KiB for
+# metadata and managedFields, the object stays within etcd's limit. The operator leaves
+# the largest sources out of a node's spec rather than write one etcd refuses (and says
+# so in their status).
+SPEC_BUDGET_BYTES = 384 * 1024
+
 # RFC 3339 with nanoseconds and an offset: 2006-01-02T15:04:05.999999999-07:00.
 DATE_TIME_CHARS = 35
 # A character of free text as JSON stores it at worst: a control character, or

@@ -59,7 +59,8 @@ LongText = plain_text(MAX_MESSAGE)
 InstallMessage = plain_text(128)
 MAX_INSTALL_FAILURES = 8
 # <trace UID>:<digest> (seccompinstall.digest) of one trace's installed profiles
-InstalledVersion = Annotated[str, Field(max_length=53, pattern=r"^[A-Za-z0-9-]{1,36}:[0-9a-f]{16}$")]
+InstalledVersion = Annotated[str, Field(max_length=53,
+                                        pattern=r"^[A-Za-z0-9-]{1,36}:[0-9a-f]{16}$")]
 
 SOURCE_ID_PATTERN = r"^(TracingPolicy/[a-z0-9.-]+|ContainerTrace/[a-z0-9-]+/[a-z0-9.-]+)$"
 SourceID = Annotated[str, Field(max_length=320, pattern=SOURCE_ID_PATTERN)]

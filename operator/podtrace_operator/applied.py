@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
 from podtrace_api.base import Condition, ConditionStatus
+from podtrace_api.budget import MAX_NODE_SOURCES, MAX_NODE_TARGETS, SPEC_BUDGET_BYTES
 from podtrace_api.conditions import get_condition, set_condition
 from podtrace_api.limits import NotAppliedReason
 
@@ -23,6 +24,22 @@ from .reports import NodeReport
 APPLIED = "Applied"
 
 
+NODE_SPEC_FULL = "NodeSpecFull"
+
+
+def left_out_message(left_out: Mapping[str, int]) -> str:
+    """What the compile step left out of which node's spec.
+
+    >>> left_out_message({"n1": 3})[:60]
+    "node n1: 3 containers left out of the node's NodeTracer spec"
+    """
+    return "; ".join(
+        f"node {node}: {n} containers left out of the node's NodeTracer spec, which holds "
+        f"{MAX_NODE_SOURCES} sources, {MAX_NODE_TARGETS} containers and "
+        f"{SPEC_BUDGET_BYTES // 1024} KiB at most (the largest sources are left out first)"
+        for node, n in sorted(left_out.items()))
+
+
 def applied_condition(
     conditions: Sequence[Condition],
     source_id: str,
@@ -30,10 +47,15 @@ def applied_condition(
     reports: Mapping[str, NodeReport],
     now: datetime,
     generation: int,
+    left_out: Mapping[str, int] | None = None,
 ) -> list[Condition]:
     """`conditions` with Applied set from the agents of `nodes`: False, with the reason
     (CapacityExceeded first) and each node's account, when one of them did not apply
-    the source to some container."""
+    the source to some container; False with reason NodeSpecFull when the compile step
+    left some of its containers out of a node's spec (`left_out`: node → how many)."""
+    if left_out:
+        return set_condition(conditions, APPLIED, False, NODE_SPEC_FULL,
+                             left_out_message(left_out), now, generation)
     short = [(node, row) for node in sorted(set(nodes))
              if node in reports and (row := reports[node].short_of(source_id)) is not None]
     if not short:

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from podtrace_api.budget import MAX_NODE_SOURCES, MAX_NODE_TARGETS
+from podtrace_api.budget import MAX_NODE_SOURCES, MAX_NODE_TARGETS, SPEC_BUDGET_BYTES
 from podtrace_api.nodetracer import NodeTracerSpec
 
 from .inventory import PodRecord
@@ -42,6 +42,7 @@ WireSpec = dict[str, Any]
 MAX_SOURCES = MAX_NODE_SOURCES
 MAX_TARGETS = MAX_NODE_TARGETS
 MAX_SOURCES_PER_TARGET = MAX_NODE_SOURCES
+MAX_SPEC_BYTES = SPEC_BUDGET_BYTES  # the spec as JSON: beyond it etcd refuses the object
 
 
 def pod_matches(source: Source, pod: PodRecord, ns_labels: Labels, node_labels: Labels) -> bool:
@@ -59,13 +60,16 @@ def pod_matches(source: Source, pod: PodRecord, ns_labels: Labels, node_labels: 
 
 @dataclass(frozen=True)
 class Overflow:
-    """What had to be left out of a node's spec to stay within the CRD bounds."""
+    """What had to be left out of a node's spec to stay within the CRD bounds and the
+    byte budget: the status of each source it names says so (applied.py)."""
 
     targets: int = 0
     sources: int = 0
+    left_out: Mapping[str, int] = field(default_factory=dict)  # source id → its targets cut
+    too_large: bool = False  # sources were cut for the spec's bytes (not only its counts)
 
     def __bool__(self) -> bool:
-        return bool(self.targets or self.sources)
+        return bool(self.targets or self.sources or self.left_out)
 
 
 @dataclass(frozen=True)
@@ -130,14 +134,66 @@ def assemble(parts: Iterable[PodTargets], sources: Mapping[str, Source]) -> Node
         for i, n in part.counts.items():
             counts[i] = counts.get(i, 0) + n
     targets.sort(key=lambda t: (t["podUid"], t["container"]))
-    overflow = Overflow(
-        targets=max(0, len(targets) - MAX_TARGETS),
-        sources=max(0, len(counts) - MAX_SOURCES),
-    )
-    if overflow or any(len(t["sources"]) == MAX_SOURCES_PER_TARGET for t in targets):
+    asked = dict(counts)
+    over_targets = max(0, len(targets) - MAX_TARGETS)
+    over_sources = max(0, len(counts) - MAX_SOURCES)
+    if over_targets or over_sources or any(
+            len(t["sources"]) == MAX_SOURCES_PER_TARGET for t in targets):
         targets, counts = _cut(targets)
+    dropped = _over_budget(targets, counts, sources)
+    if dropped:
+        targets, counts = _without(targets, dropped)
+    left_out = {i: n - counts.get(i, 0) for i, n in asked.items() if n > counts.get(i, 0)}
+    overflow = Overflow(over_targets, over_sources, left_out, bool(dropped))
     spec = {"sources": [sources[i].wire for i in sorted(counts)], "targets": targets}
     return NodeSpec(spec, overflow, counts)
+
+
+def target_bytes(target: Mapping[str, Any]) -> int:
+    """The size of one spec target as JSON (no spaces). Its strings are names and source
+    ids, which JSON writes as themselves.
+
+    >>> import json
+    >>> t = {"podUid": "u1", "container": "c", "namespace": "n", "pod": "p",
+    ...      "sources": ["TracingPolicy/a", "TracingPolicy/b"]}
+    >>> target_bytes(t) == len(json.dumps(t, separators=(",", ":")))
+    True
+    """
+    ids = target["sources"]
+    return (len('{"podUid":"","container":"","namespace":"","pod":"","sources":[]}')
+            + len(target["podUid"]) + len(target["container"]) + len(target["namespace"])
+            + len(target["pod"]) + sum(len(i) + 3 for i in ids) - (1 if ids else 0))
+
+
+def _over_budget(targets: list[dict[str, Any]], counts: Mapping[str, int],
+                 sources: Mapping[str, Source]) -> set[str]:  # fmt: skip
+    """The sources to leave out so that the spec fits MAX_SPEC_BYTES: the largest first
+    (one huge policy must not take the node from every other), none when it fits."""
+    size = len('{"sources":[],"targets":[]}') + sum(sources[i].wire_bytes + 1 for i in counts)
+    size += sum(target_bytes(t) + 1 for t in targets) - bool(counts) - bool(targets)  # commas
+    dropped: set[str] = set()
+    by_size = sorted(counts, key=lambda i: (-sources[i].wire_bytes, i))
+    for sid in by_size:
+        if size <= MAX_SPEC_BYTES:
+            break
+        dropped.add(sid)
+        size -= sources[sid].wire_bytes + 1
+        size -= sum(len(sid) + 3 for t in targets if sid in t["sources"])  # ids in targets
+    return dropped
+
+
+def _without(targets: list[dict[str, Any]], dropped: set[str]
+             ) -> tuple[list[dict[str, Any]], dict[str, int]]:  # fmt: skip
+    """The targets with the `dropped` source ids taken out (a target left with none goes)."""
+    kept: list[dict[str, Any]] = []
+    counts: dict[str, int] = {}
+    for t in targets:
+        ids = [i for i in t["sources"] if i not in dropped]
+        if ids:
+            kept.append({**t, "sources": ids} if len(ids) < len(t["sources"]) else t)
+            for i in ids:
+                counts[i] = counts.get(i, 0) + 1
+    return kept, counts
 
 
 def _cut(targets: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, int]]:
@@ -310,6 +366,12 @@ class ClusterIndex:
     def placement(self, source_id: str) -> Mapping[str, int]:
         """Node → number of targets of `source_id` there, as of the last flush."""
         return self._placement.get(source_id, {})
+
+    def left_out(self, source_id: str) -> dict[str, int]:
+        """Node → targets of `source_id` left out of that node's spec (its bounds), as of
+        the last flush."""
+        return {node: n for node, o in sorted(self.overflow.items())
+                if (n := o.left_out.get(source_id, 0))}  # fmt: skip
 
     def targets_of(self, source_id: str) -> list[tuple[str, dict[str, Any]]]:
         """(node, target) for every target of `source_id`, sorted, as of the last flush."""

@@ -53,27 +53,31 @@ def policy_status(
     old: TracingPolicyStatus | None,
     now: datetime,
     silent: Mapping[str, Silence] | None = None,
+    left_out: Mapping[str, int] | None = None,
 ) -> TracingPolicyStatus:
     """The status a TracingPolicy should have now.
 
     `placement` is node → containers selected there (from the compile step);
     `reports` the NodeTracers by node name; `rules` the rule matches counted so far
-    (the ledger's total: live targets plus those gone); `silent` the nodes whose
+    (the ledger's total: live targets plus those gone); `left_out` node → containers the
+    compile step could not fit in that node's spec; `silent` the nodes whose
     agent sends no heartbeat.
     """
     problems = list(problems)
     silent = silent or {}
     conditions = list(old.conditions) if old else []
-    total = len(placement)
+    left_out = left_out or {}
+    total = len(set(placement) | set(left_out))
     ready = sum(
         1
         for node in placement
         if node in reports and reports[node].ready_for(source_id, generation)
         and reports[node].short_of(source_id) is None and node not in silent
+        and node not in left_out
     )
     counted_on = set(placement) | {n for n, r in reports.items() if source_id in r.sources}
     quiet = silent_among(placement, silent)
-    matched = sum(placement.values())
+    matched = sum(placement.values()) + sum(left_out.values())
     if problems:
         conditions = set_condition(
             conditions, "Valid", False, INVALID, summary(problems), now, generation
@@ -85,7 +89,8 @@ def policy_status(
         conditions = set_condition(
             conditions, "Valid", True, ACCEPTED, "the policy compiled", now, generation
         )
-        conditions = applied_condition(conditions, source_id, placement, reports, now, generation)
+        conditions = applied_condition(conditions, source_id, placement, reports, now, generation,
+                                       left_out)
         conditions = reporting_condition(conditions, counted_on, silent, now, generation)
         applied = get_condition(conditions, "Applied")
         if total == 0:

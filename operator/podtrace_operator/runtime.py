@@ -602,6 +602,9 @@ class Runtime:
             for node, spec in self.index.flush().items():
                 self.dirty.nodes.add(node)
                 self._mark_sources(self.stored.get(node), spec)
+                overflow = self.index.overflow.get(node)
+                if overflow is not None:  # left out entirely: in neither spec
+                    self.dirty.sources.update(overflow.left_out)
             nodes, self.dirty.nodes = self.dirty.nodes, set()
             failed |= await self._each(sorted(nodes), self._sync_nodetracer, self.dirty.nodes)
             sources, self.dirty.sources = self.dirty.sources, set()
@@ -754,6 +757,7 @@ class Runtime:
             generation=state.generation,
             problems=state.parsed.problems,
             placement=self.index.placement(sid),
+            left_out=self.index.left_out(sid),
             reports=self.reports,
             rules=self.ledger.total(sid).rules,
             source_id=sid,
@@ -807,6 +811,7 @@ class Runtime:
             image_of=self._image_of,
             profiles=self.profiles.containers(sid),
             profiles_omitted=self.profiles.omitted_on(sid),
+            left_out=self.index.left_out(sid),
             silent=self.silent(),
         )
         if outcome.deadline is not None:

@@ -8,6 +8,7 @@ never looks at a trace's selector without that namespace restriction.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -45,6 +46,11 @@ class Source:
 
     def selects_container(self, container: str) -> bool:
         return not self.containers or container in self.containers
+
+    @cached_property
+    def wire_bytes(self) -> int:
+        """The size of `wire` as the apiserver stores it (JSON, no spaces)."""
+        return len(json.dumps(self.wire, separators=(",", ":")))
 
     @cached_property
     def wire(self) -> dict[str, Any]:

@@ -260,6 +260,7 @@ def trace_status(
     silent: Mapping[str, Silence] | None = None,
     profiles: Mapping[str, ContainerSyscalls] | None = None,
     profiles_omitted: Mapping[str, int] | None = None,
+    left_out: Mapping[str, int] | None = None,
 ) -> TraceOutcome:
     """The status a ContainerTrace should have now, and when to look again; `silent`
     the nodes whose agent sends no heartbeat (named in condition Reporting)."""
@@ -291,7 +292,7 @@ def trace_status(
     spec = trace.spec
     targets = list(targets)
     conditions = applied_condition(conditions, source_id, (n for n, _ in targets), reports,
-                                   now, gen)
+                                   now, gen, left_out)
     results = merge_results(source_id, gen, targets, reports, tally, top_n, image_of)
     profiles = profiles or {}
     conditions = completeness(conditions, results, spec.seccomp_profile is not None, now, gen,

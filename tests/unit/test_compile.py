@@ -351,3 +351,42 @@ def test_incremental_equals_from_scratch(rnd: random.Random, steps: int) -> None
         world.step(rnd)
     world.flush()
     note_event(f"targets: {world.had_targets}")
+
+
+def _spec_bytes(spec: dict) -> int:
+    return len(json.dumps(spec, separators=(",", ":")))
+
+
+def test_a_spec_over_its_byte_budget_leaves_the_largest_source_out(monkeypatch: Any) -> None:
+    from podtrace_operator import compiler
+
+    big = policy("big", {"rules": [
+        {"name": f"r{i}", "reason": "Shell", "message": "m" * 500,
+         "execFilenames": [f"/bin/sh{i}"]}
+        for i in range(8)]})  # fmt: skip
+    small = policy("small")
+    pods = [pod(f"u{i}") for i in range(20)]
+    fits_both = _spec_bytes(compile_cluster(pods, NAMESPACES, NODES, [big, small])["n1"])
+    fits_small = _spec_bytes(compile_cluster(pods, NAMESPACES, NODES, [small])["n1"])
+    assert fits_small < fits_both - 4000
+    monkeypatch.setattr(compiler, "MAX_SPEC_BYTES", fits_both - 1)
+    index = make_index(pods, [big, small])
+    spec = index.specs["n1"]
+    assert _spec_bytes(spec) <= fits_both - 1
+    assert [s["id"] for s in spec["sources"]] == [small.id]
+    assert index.left_out(big.id) == {"n1": 20} and index.left_out(small.id) == {}
+    assert index.overflow["n1"].too_large
+    # what is left is exactly the spec of the small policy alone
+    assert spec == compile_cluster(pods, NAMESPACES, NODES, [small])["n1"]
+    monkeypatch.setattr(compiler, "MAX_SPEC_BYTES", fits_both)
+    assert [s["id"] for s in make_index(pods, [big, small]).specs["n1"]["sources"]] == \
+        sorted([big.id, small.id])
+
+
+@given(st.lists(st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?\Z"), max_size=4))
+def test_target_bytes_is_the_json_size(ids: list[str]) -> None:
+    from podtrace_operator.compiler import target_bytes
+
+    t = {"podUid": "0c1f-aa", "container": "app", "namespace": "shop", "pod": "web-1",
+         "sources": [f"TracingPolicy/{i}" for i in ids]}  # fmt: skip
+    assert target_bytes(t) == _spec_bytes(t)

@@ -93,3 +93,20 @@ def test_a_trace_target_refused_for_capacity_is_pending_with_the_reason() -> Non
     assert (applied.status, applied.reason) == ("False", "CapacityExceeded")
     warnings = [e for e in trace_events(None, out) if e.type == EventType.WARNING]
     assert [e.reason for e in warnings] == ["CapacityExceeded"]
+
+
+def test_a_policy_left_out_of_a_full_node_spec_is_not_ready_there() -> None:
+    # The compile step cut it from n1's spec (byte budget): no placement there, yet the
+    # node counts and the policy says why, with a Warning; the other policy is Ready.
+    nts = reports(_node_with([_row(OTHER, 1)], [target("u1")]))
+    cut = policy_status(generation=1, problems=[], placement={}, reports=nts, rules={},
+                        source_id=SID, old=None, now=T0, left_out={"n1": 4})
+    applied = get_condition(cut.conditions, "Applied")
+    assert (applied.status, applied.reason) == ("False", "NodeSpecFull")
+    assert "node n1: 4 containers left out of the node's NodeTracer spec" in applied.message
+    ready = get_condition(cut.conditions, "Ready")
+    assert (ready.status, ready.reason) == ("False", "NodeSpecFull")
+    assert (cut.nodes, cut.matched_containers) == ("0/1", 4)
+    assert (EventType.WARNING, "NodeSpecFull") in [(e.type, e.reason)
+                                                   for e in policy_events(None, cut)]
+    assert get_condition(_policy(OTHER, nts).conditions, "Ready").status == "True"
