@@ -722,7 +722,9 @@ class BccBackend:
         raw = ctypes.string_at(data, size)
         if (marker := decode_marker(raw)) is not None:
             self._seen += 1
-            self._markers.setdefault(marker[0], marker[1])  # runc makes one; the first wins
+            # runc makes one; the first wins. A marker read again after a resume holds the
+            # counter row as it was then: counted on from the same base as the counts.
+            self._markers.setdefault(marker[0], self._based(marker[0], marker[1]))
             return
         event = decode(raw, self.kubepods.root_path)
         if event is not None:
