@@ -68,8 +68,8 @@ class SeccompProfileRequest(Model):
         default=False,
         description="Also install the profiles on every node, in the kubelet's seccomp "
         "directory, so pods can use them with seccompProfile type Localhost and "
-        "localhostProfile podtrace/<namespace>-<trace>-<container>.json (status lists "
-        "each container's name and the nodes that have it). Removed from the nodes when "
+        "localhostProfile podtrace/<namespace>/<trace>-<container>.json (status lists "
+        "each container's path and the nodes that have it). Removed from the nodes when "
         "the trace is deleted or this is set to false.",
     )
 
@@ -202,8 +202,8 @@ class ContainerProfile(Model):
     )
     localhost_profile: str | None = Field(
         default=None,
-        max_length=262,
-        pattern=r"^podtrace/[a-z0-9]([-a-z0-9.]*[a-z0-9])?\.json$",
+        max_length=326,
+        pattern=r"^podtrace/[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?\.json$",
         description="With install: what a pod's seccompProfile.localhostProfile says to "
         "use this profile as the nodes have it (see installed).",
     )
@@ -236,7 +236,9 @@ class ProfileInstall(Model):
     installed_nodes: Counter = Field(
         default=0, description="Nodes that hold the current profiles."
     )
-    total_nodes: Counter = Field(default=0, description="Nodes with a podtrace agent.")
+    total_nodes: Counter = Field(
+        default=0, description="Nodes podtrace runs on (one NodeTracer each)."
+    )
     missing: list[NodeInstallProblem] = Field(
         default_factory=list,
         max_length=MAX_INSTALL_PROBLEMS,

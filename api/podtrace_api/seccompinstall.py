@@ -5,23 +5,24 @@ directory. Pure.
 A ContainerTrace with `spec.seccompProfile.install: true` gets one ConfigMap in
 podtrace's own namespace (`INSTALL_NAMESPACE`; tenants cannot write there), labelled
 `INSTALL_LABEL`, whose keys are file names and whose values are the profiles. Each
-agent watches those ConfigMaps, writes every key to `<seccomp dir>/podtrace/<key>`,
-removes the files of ConfigMaps that are gone, and reports per trace the `digest` of
-what it wrote; the operator compares that digest with its own to list the nodes that
-have the current profiles.
+agent watches those ConfigMaps, writes every key to
+`<seccomp dir>/podtrace/<trace's namespace>/<key>`, removes the files of ConfigMaps
+that are gone, and reports per trace the `digest` of what it wrote; the operator
+compares that digest with its own to list the nodes that have the current profiles.
 
-The file name carries the trace's namespace, `<namespace>-<trace>-<container>.json`,
-so a pod uses `localhostProfile: podtrace/<that>`. Dashes are what users expect but
-are ambiguous (namespace `a-b`, trace `c` and namespace `a`, trace `b-c` meet), so the
-operator hands each file name to one trace only: the first to claim it keeps it, and
-the other is told the name is taken. Nothing a tenant writes decides a file name
-beyond that.
+A pod uses `localhostProfile: podtrace/<namespace>/<trace>-<container>.json`. The
+namespace is a directory of its own, not a prefix joined with a dash: with dashes two
+tenants' names can meet (namespace `a-b`, trace `c` and namespace `a`, trace `b-c` both
+make `a-b-c-web.json`), and whichever recorded first would decide what the other's pods
+run under. Within one namespace `<trace>-<container>` can still meet (trace `a-b`,
+container `c` and trace `a`, container `b-c`): the operator hands each path to the first
+trace of that namespace that claims it.
 
-    >>> file_name("shop", "rec", "web")
-    'shop-rec-web.json'
-    >>> localhost_profile("shop-rec-web.json")
-    'podtrace/shop-rec-web.json'
-    >>> len(file_name("n" * 63, "t" * 253, "c" * 63)) <= MAX_FILE_NAME
+    >>> file_name("rec", "web")
+    'rec-web.json'
+    >>> localhost_profile("shop", "rec-web.json")
+    'podtrace/shop/rec-web.json'
+    >>> len(file_name("t" * 253, "c" * 63)) <= MAX_FILE_NAME
     True
     >>> digest({"a.json": "{}"}) == digest({"a.json": "{}"}) != digest({"a.json": "[]"})
     True
@@ -45,20 +46,23 @@ DIGEST_ANNOTATION = "podtrace.io/digest"
 MAX_FILE_NAME = 253
 DIGEST_CHARS = 16
 # What an agent writes as a file: a name that cannot leave the directory (no slash, no
-# leading dot) and the only names the operator makes.
+# leading dot) and the only names the operator makes; in a directory named after the
+# trace's namespace (a DNS label).
 FILE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?\.json$"
+NAMESPACE_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 _FILE_NAME = re.compile(FILE_NAME_PATTERN)
+_NAMESPACE = re.compile(NAMESPACE_PATTERN)
 MAX_PROFILE_BYTES = 256 * 1024  # one profile: every syscall of every architecture fits
 
 
-def file_name(namespace: str, trace: str, container: str) -> str:
-    """The profile's file name under the podtrace subdirectory (hashed when too long)."""
-    return trim(f"{namespace}-{trace}-{container}", MAX_FILE_NAME - len(".json")) + ".json"
+def file_name(trace: str, container: str) -> str:
+    """The profile's file name in its namespace's directory (hashed when too long)."""
+    return trim(f"{trace}-{container}", MAX_FILE_NAME - len(".json")) + ".json"
 
 
-def localhost_profile(name: str) -> str:
+def localhost_profile(namespace: str, name: str) -> str:
     """What a pod's `seccompProfile.localhostProfile` says to use the installed file."""
-    return f"{SUBDIR}/{name}"
+    return f"{SUBDIR}/{namespace}/{name}"
 
 
 def config_map_name(namespace: str, trace: str) -> str:
@@ -77,6 +81,15 @@ def valid_file_name(name: str) -> bool:
     [True, False, False, False]
     """
     return len(name) <= MAX_FILE_NAME and _FILE_NAME.match(name) is not None
+
+
+def valid_namespace(name: str) -> bool:
+    """Whether `name` can be a namespace directory.
+
+    >>> [valid_namespace(n) for n in ("shop", "..", "a/b", "")]
+    [True, False, False, False]
+    """
+    return _NAMESPACE.match(name) is not None
 
 
 def digest(files: Mapping[str, str]) -> str:

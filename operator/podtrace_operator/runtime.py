@@ -64,7 +64,7 @@ from .merge_patch import replace_patch
 from .policy_status import policy_events, policy_status, same_status, stored_rules
 from .profiles import ProfileBook
 from .reports import NodeReport, node_report
-from .seccomp import DEFAULT_ARCH
+from .seccomp import DEFAULT_ARCH, profile_files
 from .sources import Parsed, parse_policy, parse_trace
 from .spo import MANAGED_BY_KEY, SpoApi, api_of, orphans, seccomp_profiles
 from .tallies import Ledger, Tally
@@ -96,6 +96,9 @@ class Settings:
 def utcnow() -> datetime:
     # Whole seconds: the apiserver stores metav1.Time so, and equal is then equal.
     return datetime.now(UTC).replace(microsecond=0)
+
+
+PUBLISH_RETRY = timedelta(minutes=5)  # a refused install write or list is tried again then
 
 
 def _installs(state: TraceState) -> bool:
@@ -243,6 +246,11 @@ class Runtime:
         self.installed: dict[str, dict[str, str]] = {}
         self.install_listed = False  # the install ConfigMaps were listed (claims seeded)
         self.install_error = ""  # why they could not be: no install is written then
+        self.install_epoch = 0  # bumped by a trace gone: a list begun before is stale
+        self.install_retry_at: datetime | None = None  # a refused list, tried again then
+        # trace UID → (version, when, why): a refused write, tried again for a new version
+        # or after PUBLISH_RETRY (not at each heartbeat of the trace's nodes)
+        self.publish_failed: dict[str, tuple[str, datetime, str]] = {}
         self.stored: dict[str, WireSpec] = {}  # NodeTracer name → spec as the apiserver holds it
         self.replaced_specs: dict[str, WireSpec] = {}
         self.node_uids: dict[str, str] = {}
@@ -403,9 +411,15 @@ class Runtime:
         meta = body.get("metadata") or {}
         self.written_spo.pop(str(meta.get("uid", "")), None)
         self.spo_sweep = True  # its SeccompProfiles go (cluster-scoped: no owner to GC them)
-        if str(meta.get("uid", "")) in self.installed:
-            self.install_listed = False  # its installed profiles go (another namespace: no GC)
         sid = source_id(SourceKind.CONTAINER_TRACE, meta["name"], meta["namespace"])
+        uid = str(meta.get("uid", ""))
+        gone = self.traces.get(sid)
+        if uid in self.installed or (gone is not None and _installs(gone)):
+            # Its installed profiles go (another namespace: no GC): listed again and swept;
+            # a list under way when it went may have seen it still (the epoch says so).
+            self.install_listed = False
+            self.install_epoch += 1
+        self.claims.release(uid)
         self.traces.pop(sid, None)
         self.ledger.forget(sid)
         self.profiles.forget(sid)
@@ -598,6 +612,7 @@ class Runtime:
                     err.status >= 500
                 failed = transient
                 self.install_listed = not transient
+                self.install_retry_at = None if transient else self.clock() + PUBLISH_RETRY
         for _ in range(8):  # trace phase changes feed back into the index; bounded
             for node, spec in self.index.flush().items():
                 self.dirty.nodes.add(node)
@@ -818,11 +833,12 @@ class Runtime:
             self.deadlines[sid] = outcome.deadline
         else:
             self.deadlines.pop(sid, None)
-        plan = self._install_plan(state, outcome.profile_files)
+        plan = self._install_plan(state, outcome.profile_files, outcome.status)
         refused = await self._write_install(state, plan)
         new = with_install(outcome.status, plan=plan, uid=state.uid, namespace=state.namespace,
                            trace=state.name, reports=self.reports, now=self.clock(),
-                           generation=state.generation, publish_error=refused)  # fmt: skip
+                           generation=state.generation, silent=set(self.silent()),
+                           publish_error=refused)  # fmt: skip
         old_wire = state.status.to_wire() if state.status else {}
         if old_wire != new.to_wire():
             await self._write_profile(state, new, outcome.profile_files)
@@ -844,22 +860,32 @@ class Runtime:
             self._place_trace(state)
         await self._write_spo(state, outcome.profile_files)
 
-    def _install_plan(self, state: TraceState, files: Mapping[str, str] | None
-                      ) -> InstallPlan | None:  # fmt: skip
+    def _install_plan(self, state: TraceState, files: Mapping[str, str] | None,
+                      status: ContainerTraceStatus) -> InstallPlan | None:  # fmt: skip
         """What the trace installs now (None: it asks for no install). A trace past its
-        end keeps what it installed last."""
+        end installs its profiles as recorded: as this process last wrote them, or rebuilt
+        from its status (a new process: the operator restarted, or another replica)."""
         if not _installs(state):
             self.claims.release(state.uid)
             return None
-        if files is None:  # a final phase: the profiles as last published, or recorded
-            files = self.written_profiles.get(state.uid, {})
-            wanted = self.installed.get(state.uid) or install_files(state.namespace,
-                                                                    state.name, files)
-        else:
-            wanted = install_files(state.namespace, state.name, files)
+        if files is None:  # a final phase
+            files = self.written_profiles.get(state.uid) or self._recorded_files(state, status)
+        wanted = install_files(state.name, files)
         held, why = self.claims.claim(Holder(state.uid, f"{state.namespace}/{state.name}"),
                                       wanted)  # fmt: skip
         return InstallPlan(wanted, frozenset(held), why)
+
+    def _recorded_files(self, state: TraceState, status: ContainerTraceStatus
+                        ) -> dict[str, str]:  # fmt: skip
+        """The profiles a final status holds (every container it lists, every syscall),
+        for the architectures of the cluster's nodes (its targets are gone)."""
+        request = state.spec.seccomp_profile if state.spec else None
+        if request is None or status.seccomp_profile is None:
+            return {}
+        arches = {labels.get(ARCH_LABEL, DEFAULT_ARCH) for labels in self.index.nodes.values()}
+        names = {c.container: [s.name for s in c.syscalls]
+                 for c in status.seccomp_profile.containers}  # fmt: skip
+        return dict(profile_files(names, request.default_action, arches or {DEFAULT_ARCH}))
 
     async def _write_install(self, state: TraceState, plan: InstallPlan | None) -> str:
         """The trace's install ConfigMap in the operator's namespace, written when what it
@@ -872,22 +898,34 @@ class Runtime:
         if self.installed.get(state.uid) == data or (not data and state.uid not in self.installed):
             return ""
         name = config_map_name(state.namespace, state.name)
+        now = self.clock()
         if not self.install_listed or self.install_error:
-            why = self.install_error or "waiting to list podtrace's published profiles"
-            self.install_listed = False  # try the list again at the next pass
-            return why
+            if self.install_error and self.install_retry_at and now >= self.install_retry_at:
+                self.install_listed = False  # list again at the next pass
+            return self.install_error or "waiting to list podtrace's published profiles"
+        version = plan.version if plan else ""
+        failed = self.publish_failed.get(state.uid)
+        if failed is not None and failed[0] == version and now < failed[1] + PUBLISH_RETRY:
+            return failed[2]
         try:
             if data:
-                await self._apply_install(state, name, data, plan.version if plan else "")
+                await self._apply_install(state, name, data, version)
             else:
                 await self.kube.delete_configmap(self.settings.namespace, name)
         except ApiError as err:
             if err.status == 429 or err.status >= 500:
                 raise
             why = f"ConfigMap {self.settings.namespace}/{name} not written: {err}"
-            logger.warning("ContainerTrace %s/%s: %s", state.namespace, state.name, why)
+            logger.warning("ContainerTrace %s/%s: %s (again in %s, or for a new version)",
+                           state.namespace, state.name, why, PUBLISH_RETRY)  # fmt: skip
+            self.publish_failed[state.uid] = (version, now, why)
             return why
+        self.publish_failed.pop(state.uid, None)
         self.writes += 1
+        current = self.traces.get(state.parsed.id)
+        if data and (current is None or current.uid != state.uid):
+            self.install_listed = False  # the trace went while it was written: sweep it
+            self._poke()
         if data:
             self.installed[state.uid] = dict(data)
             logger.info("ContainerTrace %s/%s: %d profile(s) published for the nodes to "
@@ -918,9 +956,10 @@ class Runtime:
         ask no install any more). Before any install is written, so a name held before
         a restart stays held."""
         assert self.kube is not None
-        wanting = {t.uid: t for t in self.traces.values() if _installs(t)}
+        epoch = self.install_epoch
         existing = await self.kube.list_configmaps(self.settings.namespace, INSTALL_LABEL)
-        self.claims = Claims(limit=self.claims.limit)
+        wanting = {t.uid: t for t in self.traces.values() if _installs(t)}
+        self.claims = Claims(self.claims.limit, self.claims.per_namespace)
         self.installed = {}
         for cm in sorted(existing, key=lambda c: c["metadata"].get("creationTimestamp", "")):
             meta = cm["metadata"]
@@ -935,8 +974,12 @@ class Runtime:
             data = dict(cm.get("data") or {})
             self.claims.claim(Holder(uid, f"{trace.namespace}/{trace.name}"), data)
             self.installed[uid] = data
-        self.install_listed, self.install_error = True, ""
+        # A trace that went during the awaits above: list (and sweep) again.
+        self.install_listed = epoch == self.install_epoch
+        self.install_error, self.install_retry_at = "", None
         self.dirty.sources.update(sid for sid, t in self.traces.items() if _installs(t))
+        if not self.install_listed:
+            self._poke()
 
     def _image_of(self, pod_uid: str, container: str) -> str:
         pod = self.index.pods.get(pod_uid)

@@ -551,14 +551,16 @@ def test_generated_seccomp_profile_runs_the_workload_and_denies_the_rest(loop: L
     assert _load_with_libseccomp(profile) == len(names) == len(set(names)), ctx
     assert status["seccompProfile"]["syscalls"] == len(names), ctx
 
-    # install: true put that profile on the node, where the kubelet looks for it, with a
-    # name carrying the trace's namespace; status says the name and that the node has it.
-    own = f"podtrace/{NS}-{TRACE}-main.json"
+    # install: true put that profile on the node, where the kubelet looks for it, in a
+    # directory of the trace's namespace; status says the path and that the node has it.
+    own = f"podtrace/{NS}/{TRACE}-main.json"
 
     def installed() -> dict[str, Any] | None:
         status = loop.status("containertrace", TRACE, NS)
         done = condition(status, "ProfileInstalled")
-        return status if done and done["status"] == "True" else None
+        where = (status.get("seccompProfile") or {}).get("installed") or {}
+        current = where.get("installedNodes") == 1  # the newest version, not an older one
+        return status if done.get("status") == "True" and current else None
 
     status = loop.wait_for("the profile installed on the node", installed,
                            show=lambda: loop.status("containertrace", TRACE, NS))
@@ -567,9 +569,13 @@ def test_generated_seccomp_profile_runs_the_workload_and_denies_the_rest(loop: L
     assert main["localhostProfile"] == own, ctx
     assert status["seccompProfile"]["installed"] == {
         "nodes": [cluster.node_name], "installedNodes": 1, "totalNodes": 1, "missing": []}, ctx
-    on_node = json.loads((cluster.seccomp_dir / own).read_text())
-    text = loop.get("configmap", f"{TRACE}-seccomp", NS)["data"]["main.json"]
-    assert on_node == json.loads(text), ctx
+
+    def same_as_recorded() -> bool:  # what the node holds is the ConfigMap's profile
+        text = loop.get("configmap", f"{TRACE}-seccomp", NS)["data"]["main.json"]
+        path = cluster.seccomp_dir / own
+        return path.exists() and json.loads(path.read_text()) == json.loads(text)
+
+    loop.wait_for("the node's file the ConfigMap's profile", same_as_recorded)
     assert own in condition(status, "ProfileInstalled")["message"], ctx
     assert [e for e in loop.events(NS) if e.get("reason") == "ProfileInstalled"], ctx
     cluster.ensure_namespace(REPLAY_NS)
@@ -648,8 +654,8 @@ def test_a_workload_that_calls_a_set_up_syscall_keeps_it(loop: Loop) -> None:
 
     # Its profile is installed on the node beside the other trace's; deleting the trace
     # removes it (and its install ConfigMap), and leaves the other one.
-    installed = cluster.seccomp_dir / "podtrace" / f"{TOOLS_NS}-{TOOLS_TRACE}-namer.json"
-    other = cluster.seccomp_dir / "podtrace" / f"{NS}-{TRACE}-main.json"
+    installed = cluster.seccomp_dir / "podtrace" / TOOLS_NS / f"{TOOLS_TRACE}-namer.json"
+    other = cluster.seccomp_dir / "podtrace" / NS / f"{TRACE}-main.json"
     loop.wait_for(f"{installed.name} on the node", installed.exists,
                   show=lambda: loop.status("containertrace", TOOLS_TRACE, TOOLS_NS))
     publish = f"seccomp.{TOOLS_NS}.{TOOLS_TRACE}"
@@ -665,7 +671,7 @@ def test_a_workload_that_calls_a_set_up_syscall_keeps_it(loop: Loop) -> None:
         assert (loop.get("configmap", publish, "podtrace-system") is not None) == present
     status = loop.status("containertrace", TOOLS_TRACE, TOOLS_NS)
     assert status["seccompProfile"]["containers"][0]["localhostProfile"] == \
-        f"podtrace/{installed.name}", json.dumps(status, indent=1)
+        f"podtrace/{TOOLS_NS}/{installed.name}", json.dumps(status, indent=1)
     loop.cluster.kubectl("delete", "containertrace", TOOLS_TRACE, "-n", TOOLS_NS, "--wait=true")
     loop.wait_for(f"{installed.name} removed", lambda: not installed.exists(),
                   show=lambda: sorted(p.name for p in installed.parent.iterdir()))

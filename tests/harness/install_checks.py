@@ -373,7 +373,8 @@ def check_profile_installed(inst: Installation, namespace: str, trace: str, node
     def installed() -> dict[str, Any] | None:
         status = (inst.maybe("containertrace", trace, namespace) or {}).get("status") or {}
         done = condition(status, "ProfileInstalled").get("status") == "True"
-        return status if done else None
+        where = (status.get("seccompProfile") or {}).get("installed") or {}
+        return status if done and where.get("nodes") == nodes else None
 
     status = inst.wait_for(f"{trace}'s profile installed on {nodes}", installed,
                            show=lambda: (inst.maybe("containertrace", trace, namespace) or {})
@@ -383,7 +384,7 @@ def check_profile_installed(inst: Installation, namespace: str, trace: str, node
     assert profile["installed"]["nodes"] == nodes, ctx
     assert profile["installed"]["installedNodes"] == profile["installed"]["totalNodes"], ctx
     (main,) = (c for c in profile["containers"] if c["container"] == "main")
-    assert main["localhostProfile"] == f"podtrace/{namespace}-{trace}-main.json", ctx
+    assert main["localhostProfile"] == f"podtrace/{namespace}/{trace}-main.json", ctx
     assert seccomp_dirs, "the installation names no node's seccomp directory"
     files = [Path(d) / main["localhostProfile"] for d in seccomp_dirs]
 

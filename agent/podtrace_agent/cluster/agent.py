@@ -152,6 +152,9 @@ class Agent:
         self._install_due: float | None = None  # when to sync the directory next
         self.installs: SeccompInstallStatus = not_installing(
             "the agent runs without --seccomp-dir: it installs no profile")
+        if self.seccomp is not None:
+            self.installs = not_installing("waiting for the list of profiles to install",
+                                           str(self.seccomp.directory))
 
     # -- inputs --------------------------------------------------------------------
     def inbox_handlers(self, what: str) -> Any:
@@ -163,7 +166,10 @@ class Agent:
         def on_sync(items: list[dict[str, Any]]) -> None:
             self.inbox.put((what, "SYNC", {"items": items}))
 
-        return on_event, on_sync
+        def on_error(message: str) -> None:
+            self.inbox.put((what, "ERROR", {"message": message}))
+
+        return on_event, on_sync, on_error
 
     def _take_node_tracer(self, obj: dict[str, Any]) -> None:
         spec = NodeTracerSpec.model_validate(obj.get("spec") or {})
@@ -183,7 +189,9 @@ class Agent:
             except queue.Empty:
                 return
             self._dirty = True
-            if what == "seccomp":
+            if what == "seccomp" and kind == "ERROR":
+                self._install_watch_failed(obj["message"])
+            elif what == "seccomp":
                 self._take_install_map(kind, obj)
             elif what == "nodetracer":
                 items = obj["items"] if kind == "SYNC" else [obj]
@@ -215,12 +223,23 @@ class Agent:
             self._install_maps[obj["metadata"]["name"]] = obj
         self._install_due = 0.0
 
+    def _install_watch_failed(self, why: str) -> None:
+        """The install ConfigMaps cannot be listed (no Role there: 403): what is on disk
+        stays, and the status says why nothing changes."""
+        if self.seccomp is not None and self.installs.message != why[:128]:
+            self.installs = self.installs.model_copy(update={"message": why[:128]})
+            self._dirty = True
+
     def _install(self, now: float) -> None:
         """Make the seccomp directory hold the install ConfigMaps' profiles (when they
-        changed, and again a while after a failure)."""
+        changed, and again a while after a failure). Nothing here stops the agent."""
         if self.seccomp is None or self._install_due is None or now < self._install_due:
             return
-        installs = self.seccomp.sync(wanted(self._install_maps.values()))
+        try:
+            installs = self.seccomp.sync(wanted(self._install_maps.values()))
+        except Exception as err:  # a profile the checks missed must not stop the tracing
+            log.exception("seccomp profiles not installed")
+            installs = self.installs.model_copy(update={"message": f"not installed: {err}"[:128]})
         if installs.failed:
             for failure in installs.failed:
                 log.warning("seccomp profiles of trace %s not installed: %s", failure.uid,
@@ -560,8 +579,8 @@ def run_agent(options: AgentOptions) -> int:
     stop = Stop()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        kube.watch_node_tracer(*agent.inbox_handlers("nodetracer"))
-        kube.watch_pods(*agent.inbox_handlers("pods"))
+        kube.watch_node_tracer(*agent.inbox_handlers("nodetracer")[:2])
+        kube.watch_pods(*agent.inbox_handlers("pods")[:2])
         if agent.seccomp is not None:
             kube.watch_install_config_maps(options.install_namespace,
                                            *agent.inbox_handlers("seccomp"))

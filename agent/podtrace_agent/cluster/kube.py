@@ -92,6 +92,7 @@ class Kube:
         lister: Callable[..., Any],
         on_event: Callable[[str, dict[str, Any]], None],
         on_sync: Callable[[list[dict[str, Any]]], None],
+        on_error: Callable[[str], None] | None = None,
         **kwargs: Any,
     ) -> None:
         backoff = 1.0
@@ -119,6 +120,9 @@ class Kube:
                     on_event(event["type"], obj)
             except Exception as err:  # connection lost, 410 Gone, …: relist after a pause
                 log.warning("watch of %s interrupted (%s); relisting in %.0fs", what, err, backoff)
+                if on_error is not None:
+                    status = getattr(err, "status", None)
+                    on_error(f"cannot watch {what}: {status or ''} {getattr(err, 'reason', err)}")
                 self.stop.wait(backoff)
                 backoff = min(RELIST_MAX_BACKOFF_S, backoff * 2)
 
@@ -150,12 +154,13 @@ class Kube:
         namespace: str,
         on_event: Callable[[str, dict[str, Any]], None],
         on_sync: Callable[[list[dict[str, Any]]], None],
+        on_error: Callable[[str], None],
     ) -> threading.Thread:
         """Watch the seccomp profiles to install (ConfigMaps of podtrace's namespace
-        labelled by the operator; seccompdir.py)."""
+        labelled by the operator; seccompdir.py); `on_error` hears why not, while not."""
         return self._start(
-            "seccomp profiles", self.core.list_namespaced_config_map, on_event, on_sync,
-            namespace=namespace, label_selector=INSTALL_LABEL,
+            f"the ConfigMaps of {namespace}", self.core.list_namespaced_config_map, on_event,
+            on_sync, on_error, namespace=namespace, label_selector=INSTALL_LABEL,
         )
 
     def _start(self, what: str, lister: Callable[..., Any], *args: Any, **kwargs: Any
