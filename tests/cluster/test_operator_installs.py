@@ -43,6 +43,12 @@ SYSCALLS = ["read", "write", "exit_group"]
 def kubeconfig(apiserver: LocalAPIServer, crds_installed: list[str]) -> Iterator[Path]:
     namespace(apiserver, INSTALL_NAMESPACE)
     yield operator_role_kubeconfig(apiserver)
+    # Other modules share this apiserver: leave no trace of ours, also after a failure
+    # (a profile-building trace left here would be written to SPO by their operators).
+    for ns in (NS, OTHER_NS):
+        apiserver.kubectl("delete", "containertraces", "--all", "-n", ns, "--ignore-not-found")
+    apiserver.kubectl("delete", "configmaps", "-n", INSTALL_NAMESPACE, "-l", INSTALL_LABEL,
+                      "--ignore-not-found")  # fmt: skip
 
 
 def published(api: LocalAPIServer) -> dict[str, dict[str, Any]]:
@@ -68,11 +74,18 @@ def record_all(api: LocalAPIServer, pods: dict[str, dict[str, Any]], installed: 
         [{"podUid": p["metadata"]["uid"], "container": "main", "startSeen": True,
           "syscallSet": encode(number_of(n) for n in SYSCALLS)} for p in pods.values()],
     )  # fmt: skip
+    # Every node's agent (other modules' nodes share this apiserver) wrote them.
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     patch = {"status": {"lastHeartbeatTime": now, "seccompProfiles": {
         "directory": "/var/lib/kubelet/seccomp", "installed": installed}}}
-    api.kubectl("patch", "nodetracers.podtrace.io", NODE, "--subresource=status",
-                "--type=merge", "-p", json.dumps(patch))  # fmt: skip
+    for name in nodetracer_names(api):
+        api.kubectl("patch", "nodetracers.podtrace.io", name, "--subresource=status",
+                    "--type=merge", "-p", json.dumps(patch))  # fmt: skip
+
+
+def nodetracer_names(api: LocalAPIServer) -> list[str]:
+    out = api.kubectl("get", "nodetracers.podtrace.io", "-o", "json")
+    return sorted(o["metadata"]["name"] for o in json.loads(out.stdout)["items"])
 
 
 def condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
@@ -118,10 +131,12 @@ def test_every_trace_publishes_its_profiles_and_none_is_left_when_they_go(
         done = wait_for("trace a's ProfileInstalled", lambda: (
             c := condition(get(api, "containertrace", "a", NS), "ProfileInstalled"))
             .get("status") == "True" and c)
-        assert f"installed on 1 of 1 nodes, for pods to use as localhostProfile " \
-               f"podtrace/{NS}/a-main.json" == done["message"]
+        nodes = nodetracer_names(api)
+        assert f"installed on {len(nodes)} of {len(nodes)} nodes, for pods to use as " \
+               f"localhostProfile podtrace/{NS}/a-main.json" == done["message"]
         assert get(api, "containertrace", "a", NS)["status"]["seccompProfile"]["installed"] \
-            == {"nodes": [NODE], "installedNodes": 1, "totalNodes": 1, "missing": []}
+            == {"nodes": nodes, "installedNodes": len(nodes), "totalNodes": len(nodes),
+                "missing": []}
 
         # All of one namespace's traces at once: every ConfigMap goes, the other stays.
         api.kubectl("delete", "containertraces", "--all", "-n", NS, "--wait=false")
