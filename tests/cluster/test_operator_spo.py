@@ -37,6 +37,8 @@ from podtrace_api.syscallset import encode
 CRD = Path(__file__).parent / "fixtures" / "spo" / "seccompprofile-crd.yaml"
 CRD_NAME = "seccompprofiles.security-profiles-operator.x-k8s.io"
 NS, NODE = "spo", "spo-n1"
+# Ours only: other modules' traces on this apiserver may have SeccompProfiles too.
+REC, KEEP = (f"podtrace.io/trace={t},podtrace.io/trace-namespace={NS}" for t in ("rec", "keep"))
 PROFILES = {"web": ["read", "write", "futex", "exit_group"], "side": ["nanosleep", "read"]}
 
 
@@ -98,7 +100,7 @@ def test_profiles_become_seccompprofiles_once_spo_is_installed_and_go_with_the_t
         cm = wait_for("the seccomp ConfigMap", lambda: get(api, "configmap", "rec-seccomp", NS))
         assert sorted(cm["data"]) == ["side.json", "web.json"]
         # Without SPO: the ConfigMap only, the kind is not even served, nothing failed.
-        assert spo_objects(api, "podtrace.io/trace=rec") is None
+        assert spo_objects(api, REC) is None
         no_errors(op.text())
 
         install_spo_crd(api)  # after the operator started: it notices
@@ -126,18 +128,18 @@ def test_profiles_become_seccompprofiles_once_spo_is_installed_and_go_with_the_t
                                       "seccompProfile": {}}))  # fmt: skip
         record(api, "keep", [p])
         wait_for("the second trace's SeccompProfiles",
-                 lambda: len(spo_objects(api, "podtrace.io/trace=keep") or {}) == 2)  # fmt: skip
+                 lambda: len(spo_objects(api, KEEP) or {}) == 2)  # fmt: skip
         api.kubectl("delete", "containertrace", "rec", "-n", NS)
         wait_for("the deleted trace's SeccompProfiles to go",
-                 lambda: spo_objects(api, "podtrace.io/trace=rec") == {})  # fmt: skip
-        assert len(spo_objects(api, "podtrace.io/trace=keep") or {}) == 2
+                 lambda: spo_objects(api, REC) == {})  # fmt: skip
+        assert len(spo_objects(api, KEEP) or {}) == 2
         no_errors(op.text())
 
     # Deleted while no operator runs: cleaned up when one starts.
     api.kubectl("delete", "containertrace", "keep", "-n", NS)
-    assert len(spo_objects(api, "podtrace.io/trace=keep") or {}) == 2
+    assert len(spo_objects(api, KEEP) or {}) == 2
     with running(api, "--pending-timeout=1h", kubeconfig=kubeconfig, name="spo-2") as op:
         wait_for("the Lease", lambda: op.probe().get("active"), 60)
         wait_for("SeccompProfiles of a trace deleted meanwhile to go",
-                 lambda: spo_objects(api, "podtrace.io/trace=keep") == {}, 60)  # fmt: skip
+                 lambda: spo_objects(api, KEEP) == {}, 60)  # fmt: skip
         no_errors(op.text())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -89,4 +90,49 @@ def test_two_threads_on_two_cpus_count_exactly(
         assert counted == threads * n
     finally:
         backend.untrace(cid)
+        hierarchy.remove(container)
+
+
+# A process that makes getppid calls on command (one CPU: sys_enter's per-CPU cache).
+_ON_COMMAND = """
+import os, sys
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+for line in sys.stdin:
+    for _ in range(int(line)):
+        os.getppid()
+    print("ok", flush=True)
+"""
+
+
+def test_a_container_traced_after_its_syscalls_were_seen_untraced_counts_at_once(
+    backend: BccBackend, hierarchy: Hierarchy
+) -> None:
+    # sys_enter remembers per CPU that a task's cgroup is not traced (podtrace.c): an
+    # insert into `traced` must end that memory before the next syscall.
+    container = hierarchy.container()
+    cid = cgroup_id(container)
+    proc = subprocess.Popen([sys.executable, "-c", _ON_COMMAND], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+
+    def run(n: int) -> None:
+        proc.stdin.write(f"{n}\n")  # type: ignore[union-attr]
+        proc.stdin.flush()  # type: ignore[union-attr]
+        assert proc.stdout.readline() == "ok\n"  # type: ignore[union-attr]
+
+    try:
+        (container / "cgroup.procs").write_text(str(proc.pid))
+        backend.untrace(cid)  # traced since its mkdir (auto): not any more
+        for round_ in range(3):
+            run(10_000)  # seen untraced, remembered
+            backend.syscall_counts()  # takes the last counts of the untraced row
+            backend.trace(cid, hierarchy.rel(container), Probe.SYSCALLS)
+            run(1_000)
+            counted = backend.syscall_counts().get(cid, {}).get(GETPPID, 0)
+            assert counted == 1_000, f"round {round_}: {counted} of 1000 counted"
+            backend.untrace(cid)
+            run(10_000)
+    finally:
+        proc.kill()
+        proc.communicate()  # and closes its pipes
         hierarchy.remove(container)

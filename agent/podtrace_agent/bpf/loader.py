@@ -183,6 +183,7 @@ class BccTables:
         self._queue_fd = bpf[b"free_slots"].map_fd
         self._owner_fd = bpf[b"row_owner"].map_fd
         self._removed_fd = bpf[b"removed"].map_fd
+        self._inserts_fd = bpf[b"traced_gen"].map_fd
         self._rows = rows
         self._handles = handles
 
@@ -200,7 +201,20 @@ class BccTables:
                                                 ctypes.byref(value), flags))
 
     def insert(self, cgroup_id: int, entry: Entry) -> int:
-        return self._write(cgroup_id, entry, BPF_NOEXIST)
+        error = self._write(cgroup_id, entry, BPF_NOEXIST)
+        if not error:
+            self._inserted()
+        return error
+
+    def _inserted(self) -> None:
+        """Move `traced_gen` after an insert: sys_enter forgets the cgroups it found
+        untraced (podtrace.c, its membership cache), so this one is traced from its next
+        syscall. This process is its only writer: a read and a write suffice."""
+        key, value = ctypes.c_uint32(0), ctypes.c_uint64()
+        self._lib.bpf_lookup_elem(self._inserts_fd, ctypes.byref(key), ctypes.byref(value))
+        value.value += 1
+        self._lib.bpf_update_elem(self._inserts_fd, ctypes.byref(key), ctypes.byref(value),
+                                  BPF_ANY)
 
     def update(self, cgroup_id: int, entry: Entry) -> int:
         return self._write(cgroup_id, entry, BPF_EXIST)

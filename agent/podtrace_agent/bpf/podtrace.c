@@ -452,17 +452,25 @@ static __always_inline void count_syscall(u64 cgroup_id, u32 slot, long nr)
  *                              returns, not from the very instant of the move);
  *   sched:sched_process_fork   a new task, maybe on a freed task's stack (it
  *                              fires before the new task can run).
- * Whether the cgroup is traced is not cached: `traced` is looked up on every
- * syscall of a kubepods task, so trace/untrace take effect at once. The cache
- * is read and written only by this program, which never runs twice at once on
- * a CPU (the kernel skips a recursive run), so an entry is never torn. */
+ * That the cgroup is NOT traced is cached too (a traced one's entry cannot be:
+ * user space may rewrite or free it at any time), valid while `traced_gen` has
+ * not moved: user space bumps it after each insert into `traced`, so a cgroup
+ * traced from now is looked up again from its next syscall, as the write
+ * returned; an untrace needs nothing (the entry's lookup finds it gone). The
+ * inserts cgroup_mkdir makes need no bump: a new cgroup has no task until one
+ * is attached, which moves `membership_gen`. Every kubepods syscall of an
+ * untraced container so costs two array reads instead of a hash lookup. The
+ * cache is read and written only by this program, which never runs twice at
+ * once on a CPU (the kernel skips a recursive run), so an entry is never torn. */
 struct task_membership {
 	u64 task;      /* the task's pt_regs pointer (raw tracepoint) or task_struct */
 	u64 gen;       /* membership_gen when it was filled */
 	u64 cgroup_id; /* its cgroup2 id, 0 when not below kubepods */
+	u64 untraced;  /* traced_gen + 1 when its cgroup was found not traced, else 0 */
 };
 BPF_PERCPU_ARRAY(membership_cache, struct task_membership, 1);
 BPF_ARRAY(membership_gen, u64, 1);
+SHARED_TABLE("array", u32, u64, traced_gen, 1); /* written by user space only */
 
 static __always_inline void membership_moved(void)
 {
@@ -491,22 +499,31 @@ static __always_inline struct traced_cgroup *syscall_traced(u64 task, u64 *cgrou
 	u32 zero = 0;
 	struct task_membership *cached = membership_cache.lookup(&zero);
 	u64 *gen = membership_gen.lookup(&zero);
-	u64 now;
+	u64 *tgen = traced_gen.lookup(&zero);
+	struct traced_cgroup *found;
+	u64 now, inserts;
 
-	if (!cached || !gen)
+	if (!cached || !gen || !tgen)
 		return current_traced(cgroup_id);
 	now = *(volatile u64 *)gen;
 	if (cached->task != task || cached->gen != now) {
 		cached->task = task;
 		cached->gen = now;
+		cached->untraced = 0;
 		cached->cgroup_id =
 			bpf_get_current_ancestor_cgroup_id(KUBEPODS_LEVEL) == KUBEPODS_ID ?
 				bpf_get_current_cgroup_id() : 0;
 	}
 	if (!cached->cgroup_id)
 		return NULL;
+	inserts = *(volatile u64 *)tgen; /* read before the lookup: see above */
+	if (cached->untraced == inserts + 1)
+		return NULL;
 	*cgroup_id = cached->cgroup_id;
-	return traced.lookup(cgroup_id);
+	found = traced.lookup(cgroup_id);
+	if (!found)
+		cached->untraced = inserts + 1;
+	return found;
 }
 
 static __always_inline int on_sys_enter(long nr, const void *src, u64 task)
