@@ -45,6 +45,11 @@ class ApiError(Exception):
             message = body
         super().__init__(f"{method} {path}: HTTP {status}: {message}")
 
+    @property
+    def transient(self) -> bool:
+        """Whether a retry may succeed: throttled (429) or a server error."""
+        return self.status == 429 or self.status >= 500
+
 
 def load_configuration(kubeconfig: str | None) -> Configuration:
     """A kubeconfig file when given, else in-cluster credentials, else ~/.kube/config."""

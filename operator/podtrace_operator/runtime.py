@@ -608,8 +608,7 @@ class Runtime:
                 # The rest goes on; installs wait for the list (or, refused, say why).
                 self.install_error = f"podtrace's published profiles cannot be listed: {err}"
                 logger.warning("%s", self.install_error)
-                transient = not isinstance(err, ApiError) or err.status == 429 or \
-                    err.status >= 500
+                transient = not isinstance(err, ApiError) or err.transient
                 failed = transient
                 self.install_listed = not transient
                 self.install_retry_at = None if transient else self.clock() + PUBLISH_RETRY
@@ -913,7 +912,7 @@ class Runtime:
             else:
                 await self.kube.delete_configmap(self.settings.namespace, name)
         except ApiError as err:
-            if err.status == 429 or err.status >= 500:
+            if err.transient:
                 raise
             why = f"ConfigMap {self.settings.namespace}/{name} not written: {err}"
             logger.warning("ContainerTrace %s/%s: %s (again in %s, or for a new version)",
@@ -1030,7 +1029,7 @@ class Runtime:
             try:
                 await self.kube.apply_seccompprofile(api, body)
             except ApiError as err:
-                if err.status in (404, 429) or err.status >= 500:
+                if err.transient or err.status == 404:
                     raise
                 logger.warning("SeccompProfile %s not written: %s", body["metadata"]["name"], err)
                 continue
@@ -1078,7 +1077,7 @@ class Runtime:
                                         series_patch(next_count(stored), now, key))  # fmt: skip
             self.writes += 1
         except ApiError as err:
-            if err.status == 429 or err.status >= 500:
+            if err.transient:
                 raise
             logger.warning("Event %s/%s not written: %s", namespace, name, err)
 
