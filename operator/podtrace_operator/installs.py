@@ -120,12 +120,9 @@ class InstallPlan:
         return digest(self.published)
 
 
-INSTALLING_NOTES = ("not written yet", "no report from its agent yet")
-
-
 def _node_state(report: NodeReport, uid: str, version: str, silent: bool) -> tuple[str, str]:
-    """What `report`'s node holds of trace `uid`: ("current", ""), ("older", "") or
-    ("missing" | "failed", why)."""
+    """What `report`'s node holds of trace `uid`: ("current", ""), ("older", ""),
+    ("missing", why) while it may still come, or ("failed", why)."""
     installs = report.installs
     if report.heartbeat is None:
         return "missing", "no report from its agent yet"
@@ -142,7 +139,9 @@ def _node_state(report: NodeReport, uid: str, version: str, silent: bool) -> tup
         return "failed", failed
     if any(v.startswith(f"{uid}:") for v in installs.installed):
         return "older", ""
-    return "missing", installs.message or "not written yet"
+    if installs.message:  # what keeps the agent from installing (e.g. a 403 on its watch)
+        return "failed", installs.message
+    return "missing", "not written yet"
 
 
 def with_install(
@@ -178,6 +177,8 @@ def with_install(
               for node, r in sorted(reports.items())}  # fmt: skip
     current = [node for node, (state, _) in states.items() if state == "current"]
     holding = [node for node, (state, _) in states.items() if state in ("current", "older")]
+    failed = [NodeInstallProblem(node=node, message=why)
+              for node, (state, why) in states.items() if state == "failed"]
     missing = [NodeInstallProblem(node=node, message=why)
                for node, (state, why) in states.items() if state in ("missing", "failed")]
     containers = []
@@ -197,7 +198,6 @@ def with_install(
     elif not plan.granted:
         ok, reason, message = False, INSTALLING, "no profile yet: nothing was recorded"
     elif missing:
-        failed = [m for m in missing if m.message not in INSTALLING_NOTES]
         reason = INSTALL_FAILED if failed else INSTALLING
         first = (failed or missing)[0]
         ok, message = False, f"installed {where}; {first.node}: {first.message}"
