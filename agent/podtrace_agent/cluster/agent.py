@@ -152,9 +152,8 @@ class Agent:
         self._install_due: float | None = None  # when to sync the directory next
         self.installs: SeccompInstallStatus = not_installing(
             "the agent runs without --seccomp-dir: it installs no profile")
-        if self.seccomp is not None:
-            self.installs = not_installing("waiting for the list of profiles to install",
-                                           str(self.seccomp.directory))
+        if self.seccomp is not None:  # nothing written yet (no message: not a failure)
+            self.installs = SeccompInstallStatus(directory=str(self.seccomp.directory))
 
     # -- inputs --------------------------------------------------------------------
     def inbox_handlers(self, what: str) -> Any:

@@ -203,6 +203,6 @@ class SeccompDir:
         self.written.clear()
 
 
-def not_installing(reason: str, directory: str = "") -> SeccompInstallStatus:
-    """The status of an agent that installs nothing (yet), and why."""
-    return SeccompInstallStatus(directory=directory, message=reason[:128])
+def not_installing(reason: str) -> SeccompInstallStatus:
+    """The status of an agent that installs nothing, and why."""
+    return SeccompInstallStatus(directory="", message=reason[:128])
