@@ -11,11 +11,19 @@ processes.
 from __future__ import annotations
 
 import subprocess
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kernel_support import HELPER_C, Collector, Hierarchy, cgroup2_mount, start_backend
+from kernel_support import (
+    HELPER_C,
+    Collector,
+    Hierarchy,
+    cgroup2_mount,
+    require_bcc,
+    start_backend,
+)
 
 from harness.prereq import missing, need_binary, need_root
 from podtrace_agent.backend import KubepodsRoot
@@ -50,6 +58,18 @@ def hierarchy(cgroup2: Path) -> Iterator[Hierarchy]:
 @pytest.fixture(scope="session")
 def kubepods(hierarchy: Hierarchy) -> KubepodsRoot:
     return hierarchy.root()
+
+
+@pytest.fixture
+def instance(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A pin instance of the test's own (test-<module's last word>-<random>) for an agent
+    run with --instance; its pins are removed after (a killed agent leaves them)."""
+    require_bcc()
+    from podtrace_agent.bpf import pins
+
+    name = f"test-{request.module.__name__.rsplit('_', 1)[-1]}-{uuid.uuid4().hex[:8]}"
+    yield name
+    pins.remove_tree(pins.PIN_ROOT / name)
 
 
 @pytest.fixture(scope="session")

@@ -19,12 +19,11 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kernel_support import Hierarchy, require_bcc, run_helper
+from kernel_support import Hierarchy, run_helper
 from test_nested_cgroupns import (  # noqa: F401 - control_plane is a fixture
     ControlPlane,
     control_plane,
@@ -33,19 +32,9 @@ from test_nested_cgroupns import (  # noqa: F401 - control_plane is a fixture
 )
 from test_standalone import START_TIMEOUT_S, Agent
 
-from podtrace_agent.bpf import pins
-
 N = 20_000_000
 
 pytestmark = pytest.mark.timeout(900)
-
-
-@pytest.fixture
-def instance() -> Iterator[str]:
-    require_bcc()
-    name = f"test-cluster-{uuid.uuid4().hex[:8]}"
-    yield name
-    pins.remove_tree(pins.PIN_ROOT / name)
 
 
 def drained(agent: Agent) -> list[dict[str, Any]]:

@@ -11,12 +11,10 @@ from __future__ import annotations
 import signal
 import sys
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kernel_support import Hierarchy, require_bcc, run_helper
+from kernel_support import Hierarchy, run_helper
 from test_standalone import START_TIMEOUT_S, Agent
 
 from harness.prereq import missing
@@ -25,14 +23,6 @@ from podtrace_agent.bpf import pins
 N = 3_000_000
 
 pytestmark = pytest.mark.timeout(600)
-
-
-@pytest.fixture
-def instance() -> Iterator[str]:
-    require_bcc()
-    name = f"test-standalone-{uuid.uuid4().hex[:8]}"
-    yield name
-    pins.remove_tree(pins.PIN_ROOT / name)
 
 
 def command(instance: str) -> list[str]:
